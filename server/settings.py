@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     data_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
-    device: str = "cpu"
-    worker_concurrency: int = Field(1, ge=1)
+    api_url: str = Field("", description="where CLI commands reach the API")
+    device: str = Field("cpu", description='"cpu", "cuda", "cuda:N" or "auto"')
     heartbeat_interval_s: float = Field(2.0, gt=0)
     heartbeat_timeout_s: float = Field(30.0, gt=0)
     reaper_interval_s: float = Field(5.0, gt=0)
@@ -60,6 +60,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{self.home / 'dynascope.sqlite'}"
         if not self.broker_url:
             self.broker_url = f"sqla+sqlite:///{self.home / 'broker.sqlite'}"
+        if not self.api_url:
+            self.api_url = f"http://{self.host}:{self.port}"
         if self.data_dir is None:
             self.data_dir = self.home / "data"
         return self

@@ -1,0 +1,189 @@
+"""The ``dynascope`` command: start the service (embedded or as separate processes),
+migrate, and submit and list runs from a terminal."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from dynascope.server.settings import get_settings
+
+TERMINAL = {"completed", "failed", "diverged", "cancelled"}
+
+
+@click.group()
+def main() -> None:
+    """dynascope: a training-dynamics observatory."""
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the configured database to the newest schema."""
+    from dynascope.server.db.migrate import upgrade_database
+
+    upgrade_database(get_settings().database_url)
+    click.echo("database is up to date")
+
+
+@main.command()
+@click.option("--host", default=None, help="interface to bind (default 127.0.0.1)")
+@click.option("--port", default=None, type=int, help="port (default 8000)")
+@click.option("--migrate/--no-migrate", "run_migrations", default=True, show_default=True)
+def api(host: str | None, port: int | None, run_migrations: bool) -> None:
+    """Serve the API and the dashboard (no worker)."""
+    settings = get_settings()
+    if run_migrations:
+        from dynascope.server.db.migrate import upgrade_database
+
+        upgrade_database(settings.database_url)
+    _serve(host or settings.host, port or settings.port)
+
+
+def _serve(host: str, port: int) -> None:
+    import uvicorn
+
+    from dynascope.server.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+@main.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(loglevel: str) -> None:
+    """Start a Celery worker that trains one run at a time (run several to scale out)."""
+    from dynascope.server.queue import QUEUE
+    from dynascope.worker.celery_app import app
+
+    # solo pool: the run trains in the worker process itself, so a warm shutdown reaches it
+    # and stops it cleanly; scale out with more worker processes, not threads.
+    app.worker_main(["worker", "--pool=solo", f"--loglevel={loglevel}", "-Q", QUEUE])
+
+
+@main.command()
+@click.option("--host", default=None, help="interface to bind (default 127.0.0.1)")
+@click.option("--port", default=None, type=int, help="port (default 8000)")
+def up(host: str | None, port: int | None) -> None:
+    """Start everything on the embedded default: migrate, one worker, API and dashboard.
+    State lives under DYNASCOPE_HOME (default ~/.dynascope). Ctrl-C stops it all."""
+    from dynascope.server.db.migrate import upgrade_database
+
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    upgrade_database(settings.database_url)
+    host, port = host or settings.host, port or settings.port
+    worker_process = subprocess.Popen(
+        [sys.executable, "-m", "dynascope.server.cli", "worker"],
+        start_new_session=True,  # Ctrl-C reaches only us; we stop the worker ourselves
+    )
+    click.echo(f"dynascope home: {settings.home}")
+    click.echo(f"dashboard and API: http://{host}:{port}/  (API docs at /docs)")
+    try:
+        _serve(host, port)
+    finally:
+        click.echo("stopping the worker…")
+        worker_process.send_signal(signal.SIGTERM)
+        try:
+            worker_process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker_process.kill()
+            worker_process.wait()
+
+
+def _api_url(url: str | None) -> str:
+    settings = get_settings()
+    return (url or settings.api_url).rstrip("/") + "/api/v1"
+
+
+def _request(method: str, url: str, **kwargs: Any) -> Any:
+    try:
+        response = httpx.request(method, url, timeout=30, **kwargs)
+    except httpx.HTTPError as error:
+        raise click.ClickException(
+            f"cannot reach the API at {url} ({error}); is `dynascope up` running?"
+        ) from error
+    if response.status_code == 422:
+        lines = [
+            f"  {item['field'] or '(spec)'}: {item['msg']}" for item in response.json()["detail"]
+        ]
+        raise click.ClickException("the spec is invalid:\n" + "\n".join(lines))
+    if response.status_code >= 400:
+        raise click.ClickException(f"{response.status_code}: {response.json().get('detail')}")
+    return response.json() if response.content else None
+
+
+@main.command()
+@click.argument("spec_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="follow the run with a progress bar until it ends")
+@click.option("--url", default=None, help="API base URL (default from DYNASCOPE_API_URL)")
+def submit(spec_file: Path, wait: bool, url: str | None) -> None:
+    """Submit the run spec in SPEC_FILE (JSON)."""
+    try:
+        spec = json.loads(spec_file.read_text())
+    except json.JSONDecodeError as error:
+        raise click.ClickException(f"{spec_file} is not valid JSON: {error}") from error
+    base = _api_url(url)
+    created = _request("POST", f"{base}/runs", json=spec)
+    run_id = created["id"]
+    click.echo(f"run {run_id} {created['status']}")
+    if not wait:
+        return
+    run = _follow(base, run_id)
+    _print_summary(run)
+    if run["status"] != "completed":
+        sys.exit(1)
+
+
+def _follow(base: str, run_id: int) -> dict[str, Any]:
+    run = _request("GET", f"{base}/runs/{run_id}")
+    with click.progressbar(length=run["steps"], label=f"run {run_id}", show_pos=True) as bar:
+        done = 0
+        while True:
+            bar.update(run["step"] - done)
+            done = run["step"]
+            if run["status"] in TERMINAL:
+                return run
+            time.sleep(0.5)
+            run = _request("GET", f"{base}/runs/{run_id}")
+
+
+def _print_summary(run: dict[str, Any]) -> None:
+    click.echo(f"run {run['id']} {run['status']} at step {run['step']}/{run['steps']}")
+    if run["duration_s"] is not None:
+        click.echo(f"  duration: {run['duration_s']:.1f} s")
+    for key, value in sorted(run["summary"].items()):
+        click.echo(f"  {key}: {'n/a' if value is None else f'{value:.6g}'}")
+    if run["error"]:
+        click.echo(f"  error: {run['error']}")
+
+
+@main.command()
+@click.option("--status", default=None, help="only runs with this status")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--url", default=None, help="API base URL (default from DYNASCOPE_API_URL)")
+def runs(status: str | None, limit: int, url: str | None) -> None:
+    """List runs, newest first."""
+    params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})
+    page = _request("GET", f"{_api_url(url)}/runs", params=params)
+    header = f"{'id':>5}  {'status':<10} {'step':>13}  {'train loss':>10}  {'test acc':>8}  name"
+    click.echo(header)
+    for run in page["data"]:
+        loss = run["summary"].get("train/loss")
+        accuracy = run["summary"].get("test/accuracy")
+        click.echo(
+            f"{run['id']:>5}  {run['status']:<10} {run['step']:>6}/{run['steps']:<6}  "
+            f"{'' if loss is None else f'{loss:.4g}':>10}  "
+            f"{'' if accuracy is None else f'{accuracy:.3f}':>8}  {run['name']}"
+        )
+    click.echo(f"{page['count']} runs")
+
+
+if __name__ == "__main__":
+    main()

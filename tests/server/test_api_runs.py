@@ -1,0 +1,156 @@
+"""The API's contract without a worker: validation (422 naming the field), 404s, queueing,
+listing, cancelling and deleting, on the embedded store and broker."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from dynascope.server.app import create_app
+
+SPEC = {
+    "name": "mlp-digits",
+    "seed": 0,
+    "model": {"name": "mlp", "widths": [16], "activation": "tanh"},
+    "data": {"name": "digits", "batch_size": 64},
+    "optimizer": {"name": "sgd", "lr": 0.1},
+    "steps": 20,
+    "probes": {"every": 5, "batch_size": 128},
+}
+
+
+@pytest.fixture
+def client(embedded_home) -> TestClient:
+    with TestClient(create_app()) as client:
+        yield client
+
+
+def _fields(response) -> dict[str, str]:
+    assert response.status_code == 422, response.text
+    return {item["field"]: item["msg"] for item in response.json()["detail"]}
+
+
+def _with(**changes) -> dict:
+    spec = {**SPEC}
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        node = spec
+        for part in parents:
+            node[part] = dict(node[part])
+            node = node[part]
+        node[leaf] = value
+    return spec
+
+
+def test_submit_queues_a_run(client):
+    response = client.post("/api/v1/runs", json=SPEC)
+    assert response.status_code == 201
+    body = response.json()
+    assert body["status"] == "queued"
+    run = client.get(f"/api/v1/runs/{body['id']}").json()
+    assert run["status"] == "queued" and run["step"] == 0 and run["steps"] == 20
+    assert run["progress"] == 0.0 and run["spec"]["model"]["widths"] == [16]
+    listed = client.get("/api/v1/runs").json()
+    assert listed["count"] == 1 and listed["data"][0]["id"] == body["id"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        (_with(model__name="nonexistent"), "model.name", "does not match"),
+        (_with(optimizer__lr=-0.1), "optimizer.lr", "greater than 0"),
+        (_with(model__widths=[16, -3]), "model.widths.1", "greater than 0"),
+        (_with(model__widths="16"), "model.widths", "list"),
+        (_with(steps=10**9), "steps", "above the configured limit"),
+        (_with(probes__batch_size=5000), "probes.batch_size", "larger than the training set"),
+        (_with(unknown_key=1), "unknown_key", "Extra inputs are not permitted"),
+        (_with(model__depth=3), "model.depth", "Extra inputs"),
+        (_with(model={"name": "transformer"}), "model.name", "takes tokens inputs"),
+        (_with(optimizer={"name": "sgd", "nesterov": True}), "optimizer", "nesterov needs"),
+        (_with(data={"name": "npz", "file": "../../etc/passwd"}), "data.file", "pattern"),
+    ],
+)
+def test_bad_specs_are_422_naming_the_field(client, spec, field, words):
+    fields = _fields(client.post("/api/v1/runs", json=spec))
+    assert field in fields, fields
+    assert words in fields[field]
+    assert client.get("/api/v1/runs").json()["count"] == 0  # nothing half-written
+
+
+def test_step_limit_comes_from_settings(embedded_home, monkeypatch):
+    from dynascope.server.settings import get_settings
+
+    monkeypatch.setenv("DYNASCOPE_LIMIT_MAX_STEPS", "10")
+    get_settings.cache_clear()
+    with TestClient(create_app()) as client:
+        fields = _fields(client.post("/api/v1/runs", json=SPEC))
+    assert "limit of 10" in fields["steps"]
+
+
+def test_unknown_ids_are_404(client):
+    for method, path in [
+        ("get", "/api/v1/runs/999"),
+        ("post", "/api/v1/runs/999/cancel"),
+        ("delete", "/api/v1/runs/999"),
+        ("get", "/api/v1/runs/999/metrics"),
+    ]:
+        response = getattr(client, method)(path)
+        assert response.status_code == 404
+        assert "run 999 does not exist" in response.json()["detail"]
+
+
+def test_cancel_then_delete_a_queued_run(client):
+    run_id = client.post("/api/v1/runs", json=SPEC).json()["id"]
+    cancelled = client.post(f"/api/v1/runs/{run_id}/cancel").json()
+    assert cancelled["status"] == "cancelled"
+    assert client.post(f"/api/v1/runs/{run_id}/cancel").status_code == 409
+    assert client.delete(f"/api/v1/runs/{run_id}").status_code == 204
+    assert client.get(f"/api/v1/runs/{run_id}").status_code == 404
+
+
+def test_filters_and_paging(client):
+    ids = [client.post("/api/v1/runs", json=_with(name=f"run-{i}")).json()["id"] for i in range(5)]
+    client.post(f"/api/v1/runs/{ids[0]}/cancel")
+    page = client.get("/api/v1/runs", params={"limit": 2, "offset": 1}).json()
+    assert page["count"] == 5 and [r["id"] for r in page["data"]] == ids[3:1:-1]
+    assert client.get("/api/v1/runs", params={"status": "cancelled"}).json()["count"] == 1
+    assert client.get("/api/v1/runs", params={"name": "run-3"}).json()["count"] == 1
+    assert client.get("/api/v1/runs", params={"status": "bogus"}).status_code == 422
+
+
+def test_registry_lists_every_entry_with_schemas(client):
+    registry = client.get("/api/v1/registry").json()
+    assert set(registry["models"]) == {"mlp", "linear", "cnn", "resnet", "transformer"}
+    assert set(registry["datasets"]) == {
+        "digits", "gaussian_mixture", "spirals", "teacher_student", "modular_arithmetic",
+        "random_images", "cifar10", "mnist", "npz",
+    }  # fmt: skip
+    assert set(registry["optimizers"]) == {"gd", "sgd", "adam", "adamw"}
+    assert "widths" in registry["models"]["mlp"]["schema"]["properties"]
+    assert registry["models"]["transformer"]["accepts"] == ["tokens"]
+    assert registry["limits"]["max_steps"] == 100_000
+
+
+def test_health_reports_database_and_broker(client):
+    body = client.get("/api/v1/health").json()
+    assert body["status"] == "ok"
+    assert body["database"]["ok"] and body["broker"]["ok"]
+
+
+def test_health_reports_an_unreachable_broker(embedded_home, monkeypatch):
+    from dynascope.server.settings import get_settings
+
+    monkeypatch.setenv("DYNASCOPE_BROKER_URL", "redis://127.0.0.1:1/0")
+    get_settings.cache_clear()
+    with TestClient(create_app()) as client:
+        response = client.get("/api/v1/health")
+        assert response.status_code == 503
+        assert response.json()["broker"]["ok"] is False
+        submitted = client.post("/api/v1/runs", json=SPEC)
+        assert submitted.status_code == 503 and "broker" in submitted.json()["detail"]
+        assert client.get("/api/v1/runs").json()["count"] == 0  # the row was removed again
+
+
+def test_dashboard_is_served(client):
+    response = client.get("/")
+    assert response.status_code == 200 and "dynascope" in response.text

@@ -1,0 +1,59 @@
+"""Batched metric writes and series reads, on SQLite and on the real Postgres."""
+
+import math
+
+import numpy as np
+
+from dynascope.server.db.models import Run
+from dynascope.server.db.session import get_engine, session_scope
+from dynascope.server.services.metrics import metric_keys, read_series, write_metrics
+
+
+def _make_run() -> int:
+    with session_scope() as session:
+        run = Run(name="r", spec={}, steps=10, summary={}, timings={})
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def test_batch_write_and_read_back(any_database):
+    run_id = _make_run()
+    points = [(step, "loss", 1.0 / (step + 1)) for step in range(5000)]
+    points += [(step, "acc", float(step) / 5000) for step in range(0, 5000, 10)]
+    points.append((5000, "loss", math.nan))
+    points.append((5001, "loss", math.inf))
+    with get_engine().begin() as connection:
+        assert write_metrics(connection, run_id, points) == len(points)
+    with session_scope() as session:
+        assert metric_keys(session, run_id) == ["acc", "loss"]
+        series = read_series(session, run_id, ["loss", "acc", "missing"])
+    loss = series["loss"]
+    assert loss.total_points == 5002
+    assert np.array_equal(loss.steps[:5000], np.arange(5000))
+    assert loss.values[99] == 1.0 / 100
+    assert math.isnan(loss.values[5000]) and math.isnan(loss.values[5001])  # non-finite -> null
+    assert series["acc"].total_points == 500
+    assert series["missing"].total_points == 0
+
+
+def test_read_downsampled_keeps_spike(any_database):
+    run_id = _make_run()
+    values = np.sin(np.arange(20_000) / 50.0)
+    values[4321] = 10.0
+    with get_engine().begin() as connection:
+        write_metrics(connection, run_id, [(s, "x", float(v)) for s, v in enumerate(values)])
+    with session_scope() as session:
+        series = read_series(session, run_id, ["x"], max_points=500)["x"]
+    assert len(series.steps) <= 500 and series.total_points == 20_000
+    assert 4321 in series.steps and series.values.max() == 10.0
+
+
+def test_deleting_a_run_deletes_its_metrics(any_database):
+    run_id = _make_run()
+    with get_engine().begin() as connection:
+        write_metrics(connection, run_id, [(0, "x", 1.0)])
+    with session_scope() as session:
+        session.delete(session.get(Run, run_id))
+    with session_scope() as session:
+        assert read_series(session, run_id, ["x"])["x"].total_points == 0
