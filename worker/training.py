@@ -1,0 +1,213 @@
+"""The training loop of one run, with the probes on their cadence.
+
+Step ``s`` names the parameters after ``s`` updates. At every step the loop records the
+loss of the minibatch it is about to train on (``train/batch_loss``, at the current
+parameters); at step 0, every ``probes.every`` steps and at the last step it runs the probes
+on the fixed probe batch (the first ``probes.batch_size`` training examples) and the fixed
+held-out batch (the first ``probes.batch_size`` test examples), in eval mode (BatchNorm on
+running statistics, dropout off), through ``torch.func`` without touching the model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from dynascope.server.errors import InvalidSpecError
+from dynascope.server.schemas.run_spec import RunSpec
+from dynascope.worker.batches import minibatch_indices
+from dynascope.worker.probes import (
+    detached_parameters,
+    distance,
+    evaluate,
+    gradient_norm,
+    loss_and_gradient,
+    spectral_norms,
+    update_ratios,
+    weight_norms,
+)
+from dynascope.worker.recorder import RunRecorder
+from dynascope.worker.registry import (
+    Dataset,
+    build_model,
+    build_optimizer,
+    count_parameters,
+    is_full_batch,
+    load_dataset,
+    loss_function,
+)
+
+Outcome = Literal["completed", "diverged", "stopped"]
+
+
+@dataclass
+class TrainingResult:
+    """How the loop ended, at which step, and where its time went (seconds)."""
+
+    outcome: Outcome
+    step: int
+    diverged_step: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _ProbeState:
+    initial: dict[str, Tensor]
+    before_update: dict[str, Tensor] | None = None
+    power_iteration: dict[str, Tensor] | None = None
+
+
+def _accuracy(outputs: Tensor, targets: Tensor) -> float:
+    return (outputs.argmax(dim=-1) == targets).double().mean().item()
+
+
+class _Prober:
+    """Runs the probes of one run and records them; keeps the state they carry across steps
+    (initial parameters, the warm start of the spectral norms)."""
+
+    def __init__(self, spec: RunSpec, model: nn.Module, data: Dataset, device: torch.device):
+        self.spec = spec
+        self.model = model
+        self.task = data.task
+        self.loss_fn = loss_function(data.task)
+        size = spec.probes.batch_size
+        self.x_probe = data.x_train[:size].to(device)
+        self.y_probe = data.y_train[:size].to(device)
+        self.x_held = data.x_test[:size].to(device)
+        self.y_held = data.y_test[:size].to(device)
+        self.state = _ProbeState(initial=_copy(detached_parameters(model)))
+        self.seconds: dict[str, float] = {"loss": 0.0, "norms": 0.0}
+
+    def probe(self, step: int, recorder: RunRecorder, lr: float) -> float:
+        """Measure everything enabled at the current parameters; returns the probe-batch loss."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            values = {"lr": lr}
+            start = time.perf_counter()
+            params = detached_parameters(self.model)
+            loss, outputs, grads = loss_and_gradient(
+                self.model, self.loss_fn, self.x_probe, self.y_probe, params
+            )
+            values["train/loss"] = loss.item()
+            held = evaluate(self.model, self.loss_fn, self.x_held, self.y_held, task=self.task)
+            values["test/loss"] = held.loss
+            if self.task == "classification":
+                values["train/accuracy"] = _accuracy(outputs, self.y_probe)
+                values["test/accuracy"] = held.accuracy  # type: ignore[assignment]
+            elapsed = time.perf_counter() - start
+            self.seconds["loss"] += elapsed
+            values["cost/loss/seconds"] = elapsed
+            if self.spec.probes.norms:
+                values |= self._norms(params, grads)
+            recorder.record(step, values)
+            return values["train/loss"]
+        finally:
+            self.model.train(was_training)
+
+    def _norms(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> dict[str, float]:
+        start = time.perf_counter()
+        values = {"grad_norm": gradient_norm(grads)}
+        values["distance_from_init"] = distance(params, self.state.initial)
+        values |= {f"weight_norm/{k}": v for k, v in weight_norms(params).items()}
+        spectral, self.state.power_iteration = spectral_norms(params, self.state.power_iteration)
+        values |= {f"spectral_norm/{k}": v for k, v in spectral.items()}
+        if self.state.before_update is not None:
+            ratios = update_ratios(self.state.before_update, params)
+            values |= {f"update_ratio/{k}": v for k, v in ratios.items()}
+            self.state.before_update = None
+        elapsed = time.perf_counter() - start
+        self.seconds["norms"] += elapsed
+        values["cost/norms/seconds"] = elapsed
+        return values
+
+    def remember_before_update(self) -> None:
+        """Keep the parameters before the coming update (for the update/weight ratio)."""
+        if self.spec.probes.norms:
+            self.state.before_update = _copy(detached_parameters(self.model))
+
+
+def _copy(params: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: tensor.clone() for name, tensor in params.items()}
+
+
+def train(
+    spec: RunSpec,
+    *,
+    recorder: RunRecorder,
+    data_dir: Path,
+    device: torch.device,
+    max_parameters: int,
+    should_stop: Callable[[], bool],
+) -> TrainingResult:
+    """Train ``spec`` from scratch, recording into ``recorder``; deterministic on CPU for a
+    given spec. Stops early (outcome "stopped") as soon as ``should_stop()`` is true, and
+    ends as "diverged" at the first non-finite loss, with everything before it recorded."""
+    started = time.perf_counter()
+    torch.manual_seed(spec.seed)
+    data = load_dataset(spec.data, data_dir=data_dir)
+    model = build_model(spec.model, data).to(device)
+    n_params = count_parameters(model)
+    if n_params > max_parameters:
+        raise InvalidSpecError(
+            f"the model has {n_params} parameters, above the configured limit of {max_parameters}"
+        )
+    optimizer, scheduler = build_optimizer(spec.optimizer, model.parameters(), steps=spec.steps)
+    loss_fn = loss_function(data.task)
+    batch_size = len(data.x_train) if is_full_batch(spec.optimizer) else spec.data.batch_size
+    batches = minibatch_indices(
+        len(data.x_train), batch_size, generator=torch.Generator().manual_seed(spec.seed)
+    )
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    prober = _Prober(spec, model, data, device)
+    every = spec.probes.every
+    setup_s = time.perf_counter() - started
+    model.train()
+    for step in range(spec.steps + 1):
+        if step % every == 0 or step == spec.steps:
+            probe_loss = prober.probe(step, recorder, scheduler.get_last_lr()[0])
+            if not math.isfinite(probe_loss):
+                return _ended("diverged", step, started, setup_s, prober, diverged_step=step)
+        if step == spec.steps:
+            break
+        if should_stop():
+            return _ended("stopped", step, started, setup_s, prober)
+        indices = next(batches).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x_train[indices]), y_train[indices])
+        loss_value = loss.item()
+        recorder.record(step, {"train/batch_loss": loss_value})
+        if not math.isfinite(loss_value):
+            return _ended("diverged", step, started, setup_s, prober, diverged_step=step)
+        loss.backward()
+        if (step + 1) % every == 0 or step + 1 == spec.steps:
+            prober.remember_before_update()
+        optimizer.step()
+        scheduler.step()
+        recorder.progress(step + 1)
+    return _ended("completed", spec.steps, started, setup_s, prober)
+
+
+def _ended(
+    outcome: Outcome,
+    step: int,
+    started: float,
+    setup_s: float,
+    prober: _Prober,
+    diverged_step: int | None = None,
+) -> TrainingResult:
+    total = time.perf_counter() - started
+    probes = dict(prober.seconds)
+    timings = {
+        "total_s": total,
+        "setup_s": setup_s,
+        "train_s": total - setup_s - sum(probes.values()),
+    } | {f"probe_{name}_s": seconds for name, seconds in probes.items()}
+    return TrainingResult(outcome, step, diverged_step, timings)
