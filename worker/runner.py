@@ -9,6 +9,7 @@ finished or was cancelled does nothing.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from typing import Any
@@ -67,7 +68,7 @@ def execute_run(run_id: int, *, settings: Settings | None = None) -> str:
     """Train run ``run_id`` if it is queued; returns the status it ends in ("skipped" if it
     could not be claimed)."""
     settings = settings or get_settings()
-    raw_spec = claim_run(run_id, worker=socket.gethostname())
+    raw_spec = claim_run(run_id, worker=f"{socket.gethostname()}:{os.getpid()}")
     if raw_spec is None:
         log.info("run %s is not queued; skipping", run_id)
         return "skipped"

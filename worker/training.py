@@ -25,13 +25,9 @@ from dynascope.server.schemas.run_spec import RunSpec
 from dynascope.worker.batches import minibatch_indices
 from dynascope.worker.probes import (
     detached_parameters,
-    distance,
     evaluate,
-    gradient_norm,
     loss_and_gradient,
-    spectral_norms,
-    update_ratios,
-    weight_norms,
+    measure_norms,
 )
 from dynascope.worker.recorder import RunRecorder
 from dynascope.worker.registry import (
@@ -61,7 +57,7 @@ class TrainingResult:
 class _ProbeState:
     initial: dict[str, Tensor]
     before_update: dict[str, Tensor] | None = None
-    power_iteration: dict[str, Tensor] | None = None
+    spectral_vectors: dict[str, Tensor] | None = None
 
 
 def _accuracy(outputs: Tensor, targets: Tensor) -> float:
@@ -105,7 +101,7 @@ class _Prober:
             elapsed = time.perf_counter() - start
             self.seconds["loss"] += elapsed
             values["cost/loss/seconds"] = elapsed
-            if self.spec.probes.norms:
+            if self.spec.probes.norms and math.isfinite(values["train/loss"]):
                 values |= self._norms(params, grads)
             recorder.record(step, values)
             return values["train/loss"]
@@ -114,19 +110,19 @@ class _Prober:
 
     def _norms(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> dict[str, float]:
         start = time.perf_counter()
-        values = {"grad_norm": gradient_norm(grads)}
-        values["distance_from_init"] = distance(params, self.state.initial)
-        values |= {f"weight_norm/{k}": v for k, v in weight_norms(params).items()}
-        spectral, self.state.power_iteration = spectral_norms(params, self.state.power_iteration)
-        values |= {f"spectral_norm/{k}": v for k, v in spectral.items()}
-        if self.state.before_update is not None:
-            ratios = update_ratios(self.state.before_update, params)
-            values |= {f"update_ratio/{k}": v for k, v in ratios.items()}
-            self.state.before_update = None
+        result = measure_norms(
+            params,
+            gradient=grads,
+            initial=self.state.initial,
+            previous=self.state.before_update,
+            spectral_state=self.state.spectral_vectors,
+        )
+        self.state.before_update = None
+        if result.spectral is not None:
+            self.state.spectral_vectors = result.spectral.vectors
         elapsed = time.perf_counter() - start
         self.seconds["norms"] += elapsed
-        values["cost/norms/seconds"] = elapsed
-        return values
+        return result.metrics() | {"cost/norms/seconds": elapsed}
 
     def remember_before_update(self) -> None:
         """Keep the parameters before the coming update (for the update/weight ratio)."""

@@ -1,0 +1,133 @@
+"""The runner in this process against the embedded store: determinism, idempotence, the
+recorded keys, divergence and failures (the Celery path is covered by tests/integration)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dynascope.server.db.session import session_scope
+from dynascope.server.schemas.run_spec import RunSpec
+from dynascope.server.services.metrics import metric_keys, read_series
+from dynascope.server.services.runs import create_run, get_run
+from dynascope.worker.runner import execute_run
+
+BASE = {
+    "model": {"name": "mlp", "widths": [16, 16], "activation": "tanh", "batch_norm": True,
+              "dropout": 0.1},
+    "data": {"name": "digits", "batch_size": 32},
+    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+    "steps": 30,
+    "probes": {"every": 10, "batch_size": 128},
+}  # fmt: skip
+
+
+def _submit(**changes) -> int:
+    spec = RunSpec.model_validate(BASE | changes)
+    with session_scope() as session:
+        return create_run(session, spec=spec, enqueue=lambda _run_id: None).id
+
+
+def _all_metrics(run_id: int) -> dict[str, tuple[list[int], list[float]]]:
+    with session_scope() as session:
+        series = read_series(session, run_id, metric_keys(session, run_id))
+    return {
+        key: (s.steps.tolist(), s.values.tolist())
+        for key, s in series.items()
+        if not key.startswith("cost/")  # wall times differ between runs, by nature
+    }
+
+
+def test_same_spec_and_seed_give_identical_metrics(embedded_home):
+    first, second, other = _submit(), _submit(), _submit(seed=1)
+    for run_id in (first, second, other):
+        assert execute_run(run_id) == "completed"
+    a, b = _all_metrics(first), _all_metrics(second)
+    assert a.keys() == b.keys() and len(a) > 10
+    for key in a:
+        assert a[key] == b[key], key  # bit for bit
+    assert _all_metrics(other)["train/batch_loss"] != a["train/batch_loss"]
+
+
+def test_a_run_is_trained_once(embedded_home):
+    run_id = _submit()
+    assert execute_run(run_id) == "completed"
+    assert execute_run(run_id) == "skipped"  # e.g. a redelivered message
+
+
+def test_recorded_keys_cover_the_probes(embedded_home):
+    run_id = _submit()
+    execute_run(run_id)
+    keys = set(_all_metrics(run_id))
+    layers = {"layer1.linear.weight", "layer1.linear.bias", "layer2.norm.weight", "head.weight"}
+    for layer in layers:
+        assert f"weight_norm/{layer}" in keys
+        assert f"update_ratio/{layer}" in keys
+    assert "spectral_norm/layer1.linear.weight" in keys
+    assert "spectral_norm/layer1.linear.bias" not in keys  # vectors have no spectral norm
+    for key in ("train/loss", "train/accuracy", "test/loss", "test/accuracy", "grad_norm",
+                "distance_from_init", "lr"):
+        assert key in keys  # fmt: skip
+    with session_scope() as session:
+        run = get_run(session, run_id=run_id)
+        assert run.summary["test/accuracy"] is not None and run.step == 30
+
+
+def test_probes_can_be_switched_off(embedded_home):
+    run_id = _submit(probes={"every": 10, "batch_size": 128, "norms": False})
+    execute_run(run_id)
+    keys = set(_all_metrics(run_id))
+    assert "grad_norm" not in keys and "test/loss" in keys
+
+
+def test_regression_and_full_batch_gd(embedded_home):
+    run_id = _submit(
+        model={"name": "mlp", "widths": [8]},
+        data={"name": "teacher_student", "n_samples": 200, "dim": 4},
+        optimizer={"name": "gd", "lr": 0.05},
+        probes={"every": 10, "batch_size": 64},
+    )
+    assert execute_run(run_id) == "completed"
+    metrics = _all_metrics(run_id)
+    assert "train/accuracy" not in metrics
+    losses = metrics["train/loss"][1]
+    assert losses[-1] < losses[0]
+
+
+def test_divergence_keeps_data(embedded_home):
+    run_id = _submit(
+        model={"name": "mlp", "widths": [32], "activation": "relu"},
+        data={"name": "teacher_student", "n_samples": 500, "dim": 8, "batch_size": 64},
+        optimizer={"name": "sgd", "lr": 3.0},
+        steps=200,
+    )
+    assert execute_run(run_id) == "diverged"
+    with session_scope() as session:
+        run = get_run(session, run_id=run_id)
+        assert run.diverged_step is not None and "non-finite" in run.error
+    steps, values = _all_metrics(run_id)["train/batch_loss"]
+    assert steps[-1] == run.diverged_step
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"data": {"name": "cifar10", "batch_size": 32}}, "cifar-10-batches-py"),
+    ],
+)
+def test_failures_are_recorded_with_a_reason(embedded_home, changes, message):
+    run_id = _submit(**changes, model={"name": "mlp", "widths": [8]})
+    assert execute_run(run_id) == "failed"
+    with session_scope() as session:
+        run = get_run(session, run_id=run_id)
+        assert run.status == "failed" and message in run.error
+
+
+def test_parameter_limit_fails_the_run(embedded_home, monkeypatch):
+    from dynascope.server.settings import get_settings
+
+    run_id = _submit()
+    monkeypatch.setenv("DYNASCOPE_LIMIT_MAX_PARAMETERS", "100")
+    get_settings.cache_clear()
+    assert execute_run(run_id) == "failed"
+    with session_scope() as session:
+        assert "limit of 100" in get_run(session, run_id=run_id).error

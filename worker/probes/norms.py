@@ -1,0 +1,190 @@
+"""Per-layer norms of weights and gradients, distance from initialisation, update/weight ratios,
+and the bundle of all of them with spectral norms (:mod:`.spectral`).
+
+Inputs are dictionaries of tensors keyed by parameter name (see
+:func:`~dynascope.worker.probes.params.detached_parameters`); outputs are plain floats by the
+same names. These run every few training steps, so norms of many tensors are taken with one
+fused ``torch._foreach_norm`` (the kernel behind ``clip_grad_norm_``) and brought to the host
+with one transfer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dynascope.worker.probes.spectral import SPECTRAL_TOLERANCE, SpectralNorms, spectral_norms
+
+
+def weight_norms(params: dict[str, Tensor]) -> dict[str, float]:
+    """The L2 (Frobenius) norm of every parameter tensor, by name."""
+    return dict(zip(params, _norms(list(params.values())).tolist(), strict=True))
+
+
+def gradient_norms(gradient: dict[str, Tensor]) -> dict[str, float]:
+    """The L2 norm of the gradient of every parameter tensor, by name."""
+    return weight_norms(gradient)
+
+
+def gradient_norm(gradient: dict[str, Tensor]) -> float:
+    """The L2 norm of the whole gradient (all parameters as one vector)."""
+    return _total(_norms(list(gradient.values()))).item()
+
+
+def distance(params: dict[str, Tensor], reference: dict[str, Tensor]) -> float:
+    """The L2 distance ``||θ - θ_ref||`` between two points of parameter space (all parameters
+    as one vector), e.g. from the initialisation."""
+    current, base = _aligned(params, reference, "reference")
+    return _total(_difference_norms(current, base)).item()
+
+
+def update_ratios(before: dict[str, Tensor], after: dict[str, Tensor]) -> dict[str, float]:
+    """Per-layer relative update ``||θ_after - θ_before|| / ||θ_before||``, by name.
+
+    A tensor that was all zeros before (a zero-initialised bias or output layer) gets 0.0 if it
+    did not move and ``inf`` if it did, the ratio's limit; the value is NaN only when the
+    parameters are.
+    """
+    old, new = _aligned(before, after, "after")
+    moved, sizes = _to_host([_difference_norms(new, old), _norms(old)])
+    return dict(zip(before, map(_ratio, moved, sizes), strict=True))
+
+
+@dataclass(frozen=True)
+class NormsResult:
+    """One call of the norms probe. Fields whose inputs were not given are ``None``."""
+
+    weight_norms: dict[str, float]
+    spectral: SpectralNorms | None
+    gradient_norm: float | None
+    gradient_norms: dict[str, float] | None
+    distance_from_init: float | None
+    update_ratios: dict[str, float] | None
+
+    def metrics(self) -> dict[str, float]:
+        """Flat scalar metrics: ``weight_norm/<name>``, ``spectral_norm/<name>``,
+        ``grad_norm``, ``grad_norm/<name>``, ``distance_from_init``, ``update_ratio/<name>``."""
+        metrics = {f"weight_norm/{name}": value for name, value in self.weight_norms.items()}
+        if self.spectral is not None:
+            metrics.update(
+                {f"spectral_norm/{name}": value for name, value in self.spectral.values.items()}
+            )
+        if self.gradient_norm is not None:
+            metrics["grad_norm"] = self.gradient_norm
+        if self.gradient_norms is not None:
+            metrics.update({f"grad_norm/{name}": v for name, v in self.gradient_norms.items()})
+        if self.distance_from_init is not None:
+            metrics["distance_from_init"] = self.distance_from_init
+        if self.update_ratios is not None:
+            metrics.update({f"update_ratio/{name}": v for name, v in self.update_ratios.items()})
+        return metrics
+
+
+def measure_norms(
+    params: dict[str, Tensor],
+    *,
+    gradient: dict[str, Tensor] | None = None,
+    initial: dict[str, Tensor] | None = None,
+    previous: dict[str, Tensor] | None = None,
+    spectral: bool = True,
+    spectral_state: dict[str, Tensor] | None = None,
+    spectral_tolerance: float = SPECTRAL_TOLERANCE,
+) -> NormsResult:
+    """The whole norms probe in one call: per-layer weight norms; spectral norms (warm-started
+    from ``spectral_state``, the previous result's ``spectral.vectors``) unless ``spectral`` is
+    false; total and per-layer norms of ``gradient``; the distance from ``initial``; update
+    ratios since ``previous`` (the parameters at the previous probe, or before the last step).
+    Everything but the spectral norms is brought to the host in one transfer.
+    """
+    names, tensors = list(params), list(params.values())
+    pieces = [_norms(tensors)]
+    if gradient is not None:
+        pieces.append(_norms([gradient[name] for name in _same_keys(params, gradient, "gradient")]))
+    if initial is not None:
+        current, base = _aligned(params, initial, "initial")
+        pieces.append(_total(_difference_norms(current, base)).reshape(1))
+    if previous is not None:
+        now, before = _aligned(params, previous, "previous")
+        pieces += [_difference_norms(now, before), _norms(before)]
+    segments = iter(_to_host(pieces))
+
+    weights = dict(zip(names, next(segments), strict=True))
+    per_layer_gradient = total_gradient = distance_from_init = ratios = None
+    if gradient is not None:
+        per_layer_gradient = dict(zip(names, next(segments), strict=True))
+        total_gradient = math.sqrt(sum(value**2 for value in per_layer_gradient.values()))
+    if initial is not None:
+        distance_from_init = next(segments)[0]
+    if previous is not None:
+        moved, sizes = next(segments), next(segments)
+        ratios = dict(zip(names, map(_ratio, moved, sizes), strict=True))
+    return NormsResult(
+        weight_norms=weights,
+        spectral=(
+            spectral_norms(params, spectral_state, tolerance=spectral_tolerance)
+            if spectral
+            else None
+        ),
+        gradient_norm=total_gradient,
+        gradient_norms=per_layer_gradient,
+        distance_from_init=distance_from_init,
+        update_ratios=ratios,
+    )
+
+
+def _norms(tensors: list[Tensor]) -> Tensor:
+    """The L2 norm of each tensor, as one 1-D tensor (float64 if any input is, else float32)."""
+    if not tensors:
+        return torch.zeros(0)
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
+
+
+def _difference_norms(minuend: list[Tensor], subtrahend: list[Tensor]) -> Tensor:
+    """The L2 norm of each difference ``minuend[i] - subtrahend[i]``, as one 1-D tensor."""
+    if not minuend:
+        return torch.zeros(0)
+    return _norms(torch._foreach_sub(minuend, subtrahend))
+
+
+def _total(norms: Tensor) -> Tensor:
+    """The L2 norm of the concatenation of tensors, from their norms."""
+    return torch.linalg.vector_norm(norms)
+
+
+def _ratio(moved: float, size: float) -> float:
+    """``moved / size``; from a zero tensor, 0.0 if it did not move and ``inf`` if it did."""
+    if size == 0:
+        return 0.0 if moved == 0 else (math.inf if moved > 0 else moved)  # NaN stays NaN
+    return moved / size
+
+
+def _to_host(pieces: list[Tensor]) -> list[list[float]]:
+    """The values of several 1-D tensors, brought to the host in one transfer."""
+    values = torch.cat(pieces).tolist()
+    bounds = [0, *itertools.accumulate(len(piece) for piece in pieces)]
+    return [values[start:end] for start, end in itertools.pairwise(bounds)]
+
+
+def _same_keys(params: dict[str, Tensor], other: dict[str, Tensor], what: str) -> list[str]:
+    """The names of ``params``, after checking that ``other`` has exactly the same ones."""
+    if params.keys() != other.keys():
+        missing = sorted(params.keys() - other.keys())
+        extra = sorted(other.keys() - params.keys())
+        raise ValueError(
+            f"{what} must have the same parameter names as params; "
+            f"missing {missing}, unexpected {extra}"
+        )
+    return list(params)
+
+
+def _aligned(
+    params: dict[str, Tensor], other: dict[str, Tensor], what: str
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The tensors of ``params`` and of ``other``, in the same order of names."""
+    names = _same_keys(params, other, what)
+    return [params[name] for name in names], [other[name] for name in names]

@@ -1,0 +1,23 @@
+"""Registries that turn a run spec's parts into torch objects: datasets, models, optimizers
+and losses."""
+
+from dynascope.worker.registry.datasets import Dataset, DatasetError, load_dataset
+from dynascope.worker.registry.losses import loss_function
+from dynascope.worker.registry.models import build_model, count_parameters
+from dynascope.worker.registry.optimizers import (
+    build_optimizer,
+    is_full_batch,
+    stability_threshold,
+)
+
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "build_model",
+    "build_optimizer",
+    "count_parameters",
+    "is_full_batch",
+    "load_dataset",
+    "loss_function",
+    "stability_threshold",
+]

@@ -1,0 +1,76 @@
+"""The model registry: a model spec and a dataset in, an ``nn.Module`` out.
+
+Builders draw their initial weights from torch's default generator, so the caller seeds
+torch (``torch.manual_seed(run.seed)``) right before ``build_model`` and gets the same
+weights every time; nothing here reseeds. Models are plain modules with no in-place
+parameter tricks, so ``torch.func.functional_call`` reproduces their forward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from dynascope.server.schemas.model_specs import LinearSpec, MLPSpec, ModelSpec
+from dynascope.worker.registry.activations import activation
+from dynascope.worker.registry.dataset_types import Dataset
+from dynascope.worker.registry.transformer import build_transformer
+from dynascope.worker.registry.vision_models import build_cnn, build_resnet
+
+
+def build_mlp(spec: MLPSpec, dataset: Dataset) -> nn.Module:
+    """Flatten, then per width Linear (+ BatchNorm1d) + activation (+ Dropout), then a
+    linear head; ``bias`` applies to the hidden and head layers."""
+    in_features = math.prod(dataset.input_shape)
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+    for index, width in enumerate(spec.widths, start=1):
+        layer: OrderedDict[str, nn.Module] = OrderedDict(
+            linear=nn.Linear(in_features, width, bias=spec.bias)
+        )
+        if spec.batch_norm:
+            layer["norm"] = nn.BatchNorm1d(width)
+        layer["act"] = activation(spec.activation)
+        if spec.dropout > 0:
+            layer["dropout"] = nn.Dropout(spec.dropout)
+        layers[f"layer{index}"] = nn.Sequential(layer)
+        in_features = width
+    layers["head"] = nn.Linear(in_features, dataset.num_outputs, bias=spec.bias)
+    return nn.Sequential(layers)
+
+
+def build_linear(spec: LinearSpec, dataset: Dataset) -> nn.Module:
+    """Flatten and one affine map: linear or (multinomial) logistic regression."""
+    return nn.Sequential(
+        OrderedDict(
+            flatten=nn.Flatten(),
+            head=nn.Linear(math.prod(dataset.input_shape), dataset.num_outputs, bias=spec.bias),
+        )
+    )
+
+
+MODEL_BUILDERS: dict[str, Callable[[Any, Dataset], nn.Module]] = {
+    "mlp": build_mlp,
+    "linear": build_linear,
+    "cnn": build_cnn,
+    "resnet": build_resnet,
+    "transformer": build_transformer,
+}
+"""Builder of each architecture, by spec name."""
+
+
+def build_model(spec: ModelSpec, dataset: Dataset) -> nn.Module:
+    """The network a model spec describes, sized for ``dataset``: its forward maps a batch of
+    the dataset's inputs to (N, num_outputs) outputs. Raises ``ValueError`` if the
+    architecture cannot read the dataset's inputs. Initial weights come from torch's
+    default generator: seed it before calling for a reproducible build."""
+    spec.check_input(dataset.input_kind)
+    return MODEL_BUILDERS[spec.name](spec, dataset)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of scalar parameters (buffers such as batch-norm statistics excluded)."""
+    return sum(parameter.numel() for parameter in model.parameters())
