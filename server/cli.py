@@ -82,6 +82,7 @@ def up(host: str | None, port: int | None) -> None:
     worker_process = subprocess.Popen(
         [sys.executable, "-m", "dynascope.server.cli", "worker"],
         start_new_session=True,  # Ctrl-C reaches only us; we stop the worker ourselves
+        preexec_fn=_die_with_parent,
     )
     click.echo(f"dynascope home: {settings.home}")
     click.echo(f"dashboard and API: http://{host}:{port}/  (API docs at /docs)")
@@ -95,6 +96,16 @@ def up(host: str | None, port: int | None) -> None:
         except subprocess.TimeoutExpired:
             worker_process.kill()
             worker_process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the worker child of `up`: get SIGTERM if `up` itself dies, even by SIGKILL, so no
+    orphan worker outlives it (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _api_url(url: str | None) -> str:

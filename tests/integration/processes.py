@@ -34,14 +34,20 @@ def environment(**settings: str) -> dict[str, str]:
 
 @contextmanager
 def dynascope_process(
-    args: list[str], env: dict[str, str], log: Path
+    args: list[str],
+    env: dict[str, str],
+    log: Path,
+    *,
+    command: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``dynascope ARGS`` as a child process in its own session; killed (with its children)
-    on exit if still alive. Output goes to ``log``."""
+    """``dynascope ARGS`` (or ``command``) as a child process in its own session; killed
+    (with its children) on exit if still alive. Output goes to ``log``."""
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dynascope.server.cli", *args],
+            command or [sys.executable, "-m", "dynascope.server.cli", *args],
             env=env,
+            cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -50,8 +56,12 @@ def dynascope_process(
         yield process
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            process.send_signal(signal.SIGINT)  # let `up` stop its worker
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def processes_with_setting(name: str, value: str) -> list[int]:

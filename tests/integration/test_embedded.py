@@ -51,8 +51,15 @@ def test_run_goes_queued_running_completed(embedded):
     metrics = httpx.get(f"{base}/api/v1/runs/{run['id']}/metrics").json()["series"]
     assert metrics["train/batch_loss"]["steps"] == list(range(60))
     assert metrics["test/loss"]["steps"] == [0, 10, 20, 30, 40, 50, 60]
-    for key in ("train/loss", "train/accuracy", "test/accuracy", "grad_norm",
-                "distance_from_init", "weight_norm/layer1.linear.weight", "cost/norms/seconds"):
+    for key in (
+        "train/loss",
+        "train/accuracy",
+        "test/accuracy",
+        "grad_norm",
+        "distance_from_init",
+        "weight_norm/layer1.linear.weight",
+        "cost/norms/seconds",
+    ):
         assert key in metrics, key  # fmt: skip
     assert metrics["distance_from_init"]["values"][0] == 0.0
     # the update ratio exists from the first update on

@@ -64,8 +64,15 @@ def test_recorded_keys_cover_the_probes(embedded_home):
         assert f"update_ratio/{layer}" in keys
     assert "spectral_norm/layer1.linear.weight" in keys
     assert "spectral_norm/layer1.linear.bias" not in keys  # vectors have no spectral norm
-    for key in ("train/loss", "train/accuracy", "test/loss", "test/accuracy", "grad_norm",
-                "distance_from_init", "lr"):
+    for key in (
+        "train/loss",
+        "train/accuracy",
+        "test/loss",
+        "test/accuracy",
+        "grad_norm",
+        "distance_from_init",
+        "lr",
+    ):
         assert key in keys  # fmt: skip
     with session_scope() as session:
         run = get_run(session, run_id=run_id)

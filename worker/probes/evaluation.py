@@ -72,6 +72,10 @@ def evaluate(
 
 def _correct_predictions(outputs: Tensor, targets: Tensor) -> Tensor:
     """Number of examples whose argmax output is the target class."""
+    if outputs.ndim != 2:
+        raise ValueError(
+            f"classification needs outputs of shape (examples, classes), got {tuple(outputs.shape)}"
+        )
     predictions = outputs.argmax(dim=-1)
     labels = targets.argmax(dim=-1) if targets.ndim == outputs.ndim else targets
     return (predictions == labels).sum()

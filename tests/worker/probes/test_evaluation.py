@@ -63,8 +63,8 @@ def test_chunked_equals_unchunked_on_a_larger_set() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4)).double()
     generator = torch.Generator().manual_seed(1)
-    inputs = torch.randn(1000, 6, generator=generator, dtype=torch.float64)
-    labels = torch.randint(0, 4, (1000,), generator=generator)
+    inputs = torch.randn(300, 6, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 4, (300,), generator=generator)
     whole = evaluate(model, nn.functional.cross_entropy, inputs, labels, task="classification")
     chunked = evaluate(
         model, nn.functional.cross_entropy, inputs, labels, task="classification", chunk_size=37
@@ -126,3 +126,15 @@ def test_evaluates_at_other_parameters_without_touching_the_model() -> None:
 def test_rejects_bad_arguments(inputs, labels, options, message) -> None:
     with pytest.raises(ValueError, match=message):
         evaluate(linear_classifier(), nn.functional.cross_entropy, inputs, labels, **options)
+
+
+def test_classification_needs_a_score_per_class() -> None:
+    model = nn.Sequential(nn.Linear(2, 1), nn.Flatten(0)).double()  # one logit per example
+    with pytest.raises(ValueError, match=r"shape \(examples, classes\), got \(5,\)"):
+        evaluate(
+            model,
+            nn.functional.binary_cross_entropy_with_logits,
+            INPUTS,
+            LABELS.double(),
+            task="classification",
+        )
