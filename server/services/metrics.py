@@ -7,8 +7,10 @@ Writes are batch-first: the worker buffers points and hands a whole batch to
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,21 +67,63 @@ def read_series(
 ) -> dict[str, Series]:
     """The series of each of ``keys`` for ``run_id``, downsampled to at most ``max_points``
     points with extremes kept when given. Unknown keys give empty series."""
+    connection = session.connection()
+    fetch = _fetch_postgres if connection.dialect.name == "postgresql" else _fetch_sqlite
     result: dict[str, Series] = {}
     for key in keys:
-        rows = session.connection().exec_driver_sql(
-            _SERIES_SQL[session.bind.dialect.name == "postgresql"], (run_id, key)
-        )
-        data = rows.fetchall()
-        steps = np.fromiter((row[0] for row in data), dtype=np.int64, count=len(data))
-        values = np.array([row[1] for row in data], dtype=np.float64)
+        steps, values = fetch(connection, run_id, key)
+        total = len(steps)
         if max_points is not None:
             steps, values = downsample_extremes(steps, values, max_points)
-        result[key] = Series(steps=steps, values=values, total_points=len(data))
+        result[key] = Series(steps=steps, values=values, total_points=total)
     return result
 
 
-_SERIES_SQL = {
-    False: "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step",
-    True: "SELECT step, value FROM metrics WHERE run_id = %s AND key = %s ORDER BY step",
-}
+# Postgres sends each series as two arrays in their binary wire format (array_send), read
+# straight into numpy: no Python object per point. A 1-D array: ndim, has-nulls flag, element
+# type, length, lower bound (20 bytes), then (length, value) per element. Non-finite values
+# (NULL) are sent as NaN, so every element has the same size.
+_ARRAY_HEADER = 20
+_SERIES_ARRAYS = (
+    "SELECT count(*), array_send(coalesce(array_agg(step), '{}')), "
+    "array_send(coalesce(array_agg(coalesce(value, 'NaN'::float8)), '{}')) "
+    "FROM (SELECT step, value FROM metrics WHERE run_id = %s AND key = %s ORDER BY step) AS s"
+)
+
+
+def _fetch_postgres(connection: Connection, run_id: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+    cursor = connection.connection.driver_connection.cursor()
+    count, steps, values = cursor.execute(_SERIES_ARRAYS, (run_id, key)).fetchone()
+    cursor.close()
+    if not count:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    steps = np.frombuffer(steps, dtype=[("n", ">i4"), ("x", ">i4")], offset=_ARRAY_HEADER)
+    values = np.frombuffer(values, dtype=[("n", ">i4"), ("x", ">f8")], offset=_ARRAY_HEADER)
+    return steps["x"].astype(np.int64), values["x"].astype(np.float64)
+
+
+def _fetch_sqlite(connection: Connection, run_id: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+    cursor = connection.connection.driver_connection.cursor()
+    # One tuple per row is unavoidable with sqlite3; with the cyclic garbage collector paused
+    # the read of a 100k-point series takes half the time (the tuples hold no cycles).
+    with _collector_paused():
+        rows = cursor.execute(
+            "SELECT step, value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step",
+            (run_id, key),
+        ).fetchall()
+        cursor.close()
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        steps, values = zip(*rows, strict=True)
+        return np.array(steps, dtype=np.int64), np.array(values, dtype=np.float64)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
