@@ -53,15 +53,19 @@ def evaluate(
         raise ValueError("evaluate() needs at least one example; the set is empty")
     if targets.shape[0] != count:
         raise ValueError(f"{count} inputs but {targets.shape[0]} targets; they must match")
-    if params is None:
-        params = detached_parameters(model)
+    # At the model's own point in eval mode, call it directly (nothing to replace, nothing
+    # it could update); otherwise through call_at, which protects the running statistics.
+    direct = params is None and not model.training
     loss_sum = torch.zeros((), dtype=torch.float64, device=inputs.device)
     correct = torch.zeros((), dtype=torch.int64, device=inputs.device)
     with torch.no_grad():
         for start in range(0, count, chunk_size):
             chunk_inputs = inputs[start : start + chunk_size]
             chunk_targets = targets[start : start + chunk_size]
-            outputs = call_at(model, params, chunk_inputs)
+            if direct:
+                outputs = model(chunk_inputs)
+            else:
+                outputs = call_at(model, params or detached_parameters(model), chunk_inputs)
             loss_sum += loss_fn(outputs, chunk_targets).double() * chunk_inputs.shape[0]
             if task == "classification":
                 correct += _correct_predictions(outputs, chunk_targets)

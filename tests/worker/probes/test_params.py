@@ -135,3 +135,22 @@ def test_train_mode_leaves_running_statistics_alone() -> None:
     for value, expected in zip(gradient.values(), reference, strict=True):
         torch.testing.assert_close(value, expected, rtol=EXACT, atol=EXACT)
     torch.testing.assert_close(outputs, model(inputs).detach(), rtol=EXACT, atol=EXACT)
+
+
+def test_loss_and_gradient_equal_torch_func_grad_and_value() -> None:
+    from torch.func import functional_call, grad_and_value
+
+    model, (inputs, targets) = tiny_mlp().eval(), batch()
+    params = {name: p.detach() * 1.5 for name, p in model.named_parameters()}
+
+    def loss_at(point: dict[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(functional_call(model, point, (inputs,)), targets)
+
+    expected_gradient, expected_loss = grad_and_value(loss_at)(params)
+    loss, _, gradient = loss_and_gradient(
+        model, nn.functional.cross_entropy, inputs, targets, params
+    )
+    assert loss.item() == pytest.approx(expected_loss.item(), rel=EXACT)
+    for name, value in gradient.items():
+        torch.testing.assert_close(value, expected_gradient[name], rtol=EXACT, atol=EXACT)
+        assert not value.requires_grad
