@@ -7,11 +7,13 @@ import math
 import time
 from collections.abc import Mapping
 
+import numpy as np
 from sqlalchemy import update
 
 from dynascope.server.db.models import Run, utcnow
 from dynascope.server.db.session import get_engine
 from dynascope.server.services.metrics import MetricPoint, write_metrics
+from dynascope.server.services.snapshots import write_snapshot
 
 #: keys whose latest value is kept on the run row (the run list shows them without a query
 #: over the metrics table)
@@ -34,9 +36,15 @@ class RunRecorder:
     step the run row does not claim, and a crash loses at most ``flush_interval_s`` of data.
     """
 
-    def __init__(self, run_id: int, *, flush_interval_s: float) -> None:
+    def __init__(
+        self, run_id: int, *, flush_interval_s: float, max_snapshot_bytes: int = 0
+    ) -> None:
         self.run_id = run_id
         self.flush_interval_s = flush_interval_s
+        self.max_snapshot_bytes = max_snapshot_bytes
+        self.snapshot_bytes = 0
+        self.snapshots_skipped: list[int] = []
+        self._snapshots: list[tuple[int, np.ndarray]] = []
         self.step = 0
         self.summary: dict[str, float | None] = {}
         self.points_written = 0
@@ -50,6 +58,17 @@ class RunRecorder:
             if key in SUMMARY_KEYS:
                 self.summary[key] = value if math.isfinite(value) else None
 
+    def snapshot(self, step: int, flat: np.ndarray) -> None:
+        """Buffer the flattened parameters at ``step`` for the next flush, unless the run's
+        snapshots would exceed ``max_snapshot_bytes`` uncompressed (then the step is noted in
+        ``snapshots_skipped`` instead)."""
+        size = 4 * flat.size
+        if self.snapshot_bytes + size > self.max_snapshot_bytes:
+            self.snapshots_skipped.append(step)
+            return
+        self.snapshot_bytes += size
+        self._snapshots.append((step, flat))
+
     def progress(self, step: int) -> None:
         """Note that ``step`` updates are done; flush if the flush interval has passed."""
         self.step = step
@@ -59,8 +78,11 @@ class RunRecorder:
     def flush(self) -> None:
         """Write what is buffered, the step, the summary and a heartbeat in one transaction."""
         points, self._points = self._points, []
+        snapshots, self._snapshots = self._snapshots, []
         with get_engine().begin() as connection:
             self.points_written += write_metrics(connection, self.run_id, points)
+            for step, flat in snapshots:
+                write_snapshot(connection, self.run_id, step, flat)
             connection.execute(
                 update(Run)
                 .where(Run.id == self.run_id)

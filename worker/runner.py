@@ -72,7 +72,11 @@ def execute_run(run_id: int, *, settings: Settings | None = None) -> str:
     if raw_spec is None:
         log.info("run %s is not queued; skipping", run_id)
         return "skipped"
-    recorder = RunRecorder(run_id, flush_interval_s=settings.flush_interval_s)
+    recorder = RunRecorder(
+        run_id,
+        flush_interval_s=settings.flush_interval_s,
+        max_snapshot_bytes=settings.limits.max_snapshot_bytes,
+    )
     with Heartbeat(run_id, interval_s=settings.heartbeat_interval_s) as heartbeat:
         try:
             result = train(

@@ -6,6 +6,10 @@ parameters); at step 0, every ``probes.every`` steps and at the last step it run
 on the fixed probe batch (the first ``probes.batch_size`` training examples) and the fixed
 held-out batch (the first ``probes.batch_size`` test examples), in eval mode (BatchNorm on
 running statistics, dropout off), through ``torch.func`` without touching the model.
+
+The flattened parameters at step 0 and at the end of a completed run are stored as
+snapshots (float32, compressed), as long as the run's snapshots stay within the
+``max_snapshot_bytes`` limit (uncompressed size); beyond it they are skipped.
 """
 
 from __future__ import annotations
@@ -124,6 +128,12 @@ class _Prober:
         self.seconds["norms"] += elapsed
         return result.metrics() | {"cost/norms/seconds": elapsed}
 
+    def snapshot(self, step: int, recorder: RunRecorder) -> None:
+        """Hand the flattened parameters at ``step`` to the recorder (finite ones only)."""
+        flat = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
+        if bool(torch.isfinite(flat).all()):
+            recorder.snapshot(step, flat.to("cpu", torch.float32).numpy())
+
     def remember_before_update(self) -> None:
         """Keep the parameters before the coming update (for the update/weight ratio)."""
         if self.spec.probes.norms:
@@ -166,6 +176,7 @@ def train(
     every = spec.probes.every
     setup_s = time.perf_counter() - started
     model.train()
+    prober.snapshot(0, recorder)
     for step in range(spec.steps + 1):
         if step % every == 0 or step == spec.steps:
             probe_loss = prober.probe(step, recorder, scheduler.get_last_lr()[0])
@@ -188,6 +199,7 @@ def train(
         optimizer.step()
         scheduler.step()
         recorder.progress(step + 1)
+    prober.snapshot(spec.steps, recorder)
     return _ended("completed", spec.steps, started, setup_s, prober)
 
 

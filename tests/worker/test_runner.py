@@ -138,3 +138,35 @@ def test_parameter_limit_fails_the_run(embedded_home, monkeypatch):
     assert execute_run(run_id) == "failed"
     with session_scope() as session:
         assert "limit of 100" in get_run(session, run_id=run_id).error
+
+
+def test_initial_and_final_parameters_are_snapshotted(embedded_home):
+    import numpy as np
+    import torch
+
+    from dynascope.server.services.snapshots import read_snapshot, snapshot_steps
+    from dynascope.worker.registry import build_model, load_dataset
+
+    run_id = _submit()
+    execute_run(run_id)
+    spec = RunSpec.model_validate(BASE)
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, load_dataset(spec.data, data_dir=embedded_home))
+    initial = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+    with session_scope() as session:
+        assert snapshot_steps(session, run_id) == [0, 30]
+        assert np.array_equal(read_snapshot(session, run_id, 0), initial)
+        final = read_snapshot(session, run_id, 30)
+    assert final.shape == initial.shape and not np.array_equal(final, initial)
+
+
+def test_snapshots_respect_the_size_limit(embedded_home, monkeypatch):
+    from dynascope.server.services.snapshots import snapshot_steps
+    from dynascope.server.settings import get_settings
+
+    monkeypatch.setenv("DYNASCOPE_LIMIT_MAX_SNAPSHOT_BYTES", "1000")
+    get_settings.cache_clear()
+    run_id = _submit()
+    assert execute_run(run_id) == "completed"
+    with session_scope() as session:
+        assert snapshot_steps(session, run_id) == []
