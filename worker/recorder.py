@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from dynascope.server.db.models import Run, utcnow
 from dynascope.server.db.session import get_engine
-from dynascope.server.services.metrics import MetricPoint, write_metrics
+from dynascope.server.services.metrics import MetricPoint, MetricWriter
 from dynascope.server.services.snapshots import write_snapshot
 
 #: keys whose latest value is kept on the run row (the run list shows them without a query
@@ -45,6 +45,7 @@ class RunRecorder:
         self.snapshot_bytes = 0
         self.snapshots_skipped: list[int] = []
         self._snapshots: list[tuple[int, np.ndarray]] = []
+        self._writer = MetricWriter(run_id)
         self.step = 0
         self.summary: dict[str, float | None] = {}
         self.points_written = 0
@@ -80,7 +81,7 @@ class RunRecorder:
         points, self._points = self._points, []
         snapshots, self._snapshots = self._snapshots, []
         with get_engine().begin() as connection:
-            self.points_written += write_metrics(connection, self.run_id, points)
+            self.points_written += self._writer.write(connection, points)
             for step, flat in snapshots:
                 write_snapshot(connection, self.run_id, step, flat)
             connection.execute(

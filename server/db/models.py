@@ -90,6 +90,27 @@ class Metric(Base):
     value: Mapped[float | None] = mapped_column(Float)
 
 
+class MetricBlock(Base):
+    """Summary of one block of ``BLOCK_POINTS`` consecutive points of a series: its first
+    and last points and where its minimum and maximum are. Written with the points, so a
+    downsampled read of a long series reads blocks instead of every point."""
+
+    __tablename__ = "metric_blocks"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    block: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_step: Mapped[int] = mapped_column(Integer)
+    first_value: Mapped[float | None] = mapped_column(Float)
+    last_step: Mapped[int] = mapped_column(Integer)
+    last_value: Mapped[float | None] = mapped_column(Float)
+    min_step: Mapped[int] = mapped_column(Integer)
+    min_value: Mapped[float | None] = mapped_column(Float)
+    max_step: Mapped[int] = mapped_column(Integer)
+    max_value: Mapped[float | None] = mapped_column(Float)
+
+
 class ArrayResult(Base):
     """An array-valued result (spectrum, grid, coordinates) of one run at one step."""
 

@@ -1,8 +1,11 @@
-"""Scalar metrics: batched writes (one statement per flush) and series reads.
+"""Scalar metrics: batched writes (one statement per table per flush) and series reads.
 
-Writes are batch-first: the worker buffers points and hands a whole batch to
-``write_metrics`` inside the flush's transaction. Postgres gets ``COPY``; SQLite an
-``executemany`` of one prepared statement.
+Writes are batch-first: the worker buffers points and hands a whole batch to a
+``MetricWriter`` inside the flush's transaction (Postgres gets ``COPY``, SQLite an
+``executemany``); ``write_metrics`` is the one-shot form. Beside the points, the writer
+stores a summary of every ``BLOCK_POINTS`` consecutive points of a series (its first, last,
+minimum and maximum points), so that a downsampled read of a long series reads one row per
+block instead of one per point, with the extremes exactly preserved.
 """
 
 from __future__ import annotations
@@ -21,28 +24,74 @@ from dynascope.server.db.models import Metric
 from dynascope.server.services.downsampling import downsample_extremes
 
 MetricPoint = tuple[int, str, float]  # (step, key, value)
+BLOCK_POINTS = 64
+
+_BLOCK_COLUMNS = (
+    "run_id, key, block, first_step, first_value, last_step, last_value, "
+    "min_step, min_value, max_step, max_value"
+)
 
 
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def write_metrics(connection: Connection, run_id: int, points: Sequence[MetricPoint]) -> int:
-    """Insert ``points`` for ``run_id`` in one batch on ``connection`` (inside the caller's
-    transaction). Non-finite values are stored as NULL. Returns the number of rows."""
-    if not points:
-        return 0
-    rows = [(run_id, key, step, _finite_or_none(float(value))) for step, key, value in points]
+class MetricWriter:
+    """Writes one run's metrics in batches, with block summaries. Each key's points must
+    arrive in increasing step order across calls (the runner records them so)."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self._pending: dict[str, list[tuple[int, float | None]]] = {}
+        self._blocks: dict[str, int] = {}
+
+    def write(self, connection: Connection, points: Sequence[MetricPoint]) -> int:
+        """Insert ``points`` (and the summaries of the blocks they complete) on
+        ``connection``, inside the caller's transaction. Non-finite values are stored as
+        NULL. Returns the number of points."""
+        rows = []
+        blocks = []
+        for step, key, value in points:
+            stored = _finite_or_none(float(value))
+            rows.append((self.run_id, key, step, stored))
+            pending = self._pending.setdefault(key, [])
+            pending.append((step, stored))
+            if len(pending) == BLOCK_POINTS:
+                block = self._blocks.get(key, 0)
+                blocks.append((self.run_id, key, block, *_summary(pending)))
+                self._blocks[key] = block + 1
+                self._pending[key] = []
+        _insert(connection, "metrics", "run_id, key, step, value", rows)
+        _insert(connection, "metric_blocks", _BLOCK_COLUMNS, blocks)
+        return len(rows)
+
+
+def _summary(points: list[tuple[int, float | None]]) -> tuple[int | float | None, ...]:
+    """first step/value, last step/value, min step/value, max step/value of a block; the
+    extremes among its finite values (the first point if it has none)."""
+    finite = [point for point in points if point[1] is not None] or points[:1]
+    low = min(finite, key=lambda point: point[1] or 0.0)
+    high = max(finite, key=lambda point: point[1] or 0.0)
+    return (*points[0], *points[-1], *low, *high)
+
+
+def _insert(connection: Connection, table: str, columns: str, rows: list[tuple]) -> None:
+    if not rows:
+        return
     if connection.dialect.name == "postgresql":
         cursor = connection.connection.driver_connection.cursor()
-        with cursor.copy("COPY metrics (run_id, key, step, value) FROM STDIN") as copy:
+        with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
     else:
-        connection.exec_driver_sql(
-            "INSERT INTO metrics (run_id, key, step, value) VALUES (?, ?, ?, ?)", rows
-        )
-    return len(rows)
+        marks = ", ".join("?" * len(rows[0]))
+        connection.exec_driver_sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+
+
+def write_metrics(connection: Connection, run_id: int, points: Sequence[MetricPoint]) -> int:
+    """Insert ``points`` for ``run_id`` in one batch (a run's whole series at once, or points
+    that complete no block); see ``MetricWriter`` for a run written flush by flush."""
+    return MetricWriter(run_id).write(connection, points)
 
 
 @dataclass(frozen=True)
@@ -66,17 +115,64 @@ def read_series(
     session: Session, run_id: int, keys: Iterable[str], max_points: int | None = None
 ) -> dict[str, Series]:
     """The series of each of ``keys`` for ``run_id``, downsampled to at most ``max_points``
-    points with extremes kept when given. Unknown keys give empty series."""
+    points with extremes kept when given. Unknown keys give empty series.
+
+    When the series is long enough that each downsampling bucket would span whole blocks,
+    the read takes the blocks' extremes (and the raw points after the last block) instead of
+    every point: the same guarantees (at most ``max_points`` points, first and last kept,
+    every block's minimum and maximum candidates, so the global extremes survive) at a
+    fraction of the cost.
+    """
     connection = session.connection()
-    fetch = _fetch_postgres if connection.dialect.name == "postgresql" else _fetch_sqlite
+    postgres = connection.dialect.name == "postgresql"
+    fetch = _fetch_postgres if postgres else _fetch_sqlite
     result: dict[str, Series] = {}
     for key in keys:
+        if max_points is not None:
+            from_blocks = _from_blocks(connection, run_id, key, max_points, postgres)
+            if from_blocks is not None:
+                result[key] = from_blocks
+                continue
         steps, values = fetch(connection, run_id, key)
         total = len(steps)
         if max_points is not None:
             steps, values = downsample_extremes(steps, values, max_points)
         result[key] = Series(steps=steps, values=values, total_points=total)
     return result
+
+
+def _from_blocks(
+    connection: Connection, run_id: int, key: str, max_points: int, postgres: bool
+) -> Series | None:
+    mark = "%s" if postgres else "?"
+    cursor = connection.connection.driver_connection.cursor()
+    blocks = cursor.execute(
+        "SELECT first_step, first_value, last_step, last_value, min_step, min_value, "
+        f"max_step, max_value FROM metric_blocks WHERE run_id = {mark} AND key = {mark} "
+        "ORDER BY block",
+        (run_id, key),
+    ).fetchall()
+    if 2 * len(blocks) < max_points:
+        cursor.close()
+        return None  # buckets finer than blocks: read the points
+    tail = cursor.execute(
+        f"SELECT step, value FROM metrics WHERE run_id = {mark} AND key = {mark} "
+        f"AND step > {mark} ORDER BY step",
+        (run_id, key, blocks[-1][2]),
+    ).fetchall()
+    cursor.close()
+    candidates = {blocks[0][0]: blocks[0][1]}
+    for block in blocks:
+        candidates[block[4]] = block[5]
+        candidates[block[6]] = block[7]
+    candidates.update(tail)
+    if not tail:
+        candidates[blocks[-1][2]] = blocks[-1][3]
+    steps = np.fromiter(sorted(candidates), dtype=np.int64, count=len(candidates))
+    values = np.array([candidates[step] for step in steps.tolist()], dtype=np.float64)
+    steps, values = downsample_extremes(steps, values, max_points)
+    total = len(blocks) * BLOCK_POINTS + len(tail)
+    return Series(steps=steps, values=values, total_points=total)
 
 
 # Postgres sends each series as two arrays in their binary wire format (array_send), read

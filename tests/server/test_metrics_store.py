@@ -57,3 +57,48 @@ def test_deleting_a_run_deletes_its_metrics(any_database):
         session.delete(session.get(Run, run_id))
     with session_scope() as session:
         assert read_series(session, run_id, ["x"])["x"].total_points == 0
+
+
+def test_downsampled_read_from_blocks_keeps_extremes(any_database):
+    from dynascope.server.services.metrics import BLOCK_POINTS, MetricWriter
+
+    run_id = _make_run()
+    rng = np.random.default_rng(3)
+    n = 100_000 + 37  # a partial block at the end
+    values = rng.normal(size=n).cumsum()
+    values[54_321] = values.max() + 100.0  # a spike inside a block
+    values[99_990] = values.min() - 100.0  # a dip in the unblocked tail... or the last block
+    values[70_000:70_010] = np.nan  # a gap
+    writer = MetricWriter(run_id)
+    for start in range(0, n, 4096):  # flush by flush, as a worker writes
+        with get_engine().begin() as connection:
+            writer.write(
+                connection,
+                [(s, "x", float(values[s])) for s in range(start, min(start + 4096, n))],
+            )
+    with session_scope() as session:
+        blocks = (
+            session.connection()
+            .exec_driver_sql("SELECT count(*) FROM metric_blocks WHERE key = 'x'")
+            .scalar()
+        )
+        down = read_series(session, run_id, ["x"], max_points=1000)["x"]
+    assert blocks == n // BLOCK_POINTS
+    assert down.total_points == n
+    assert len(down.steps) <= 1000 and np.all(np.diff(down.steps) > 0)
+    assert down.steps[0] == 0 and down.steps[-1] == n - 1
+    assert np.array_equal(down.values, values[down.steps], equal_nan=True)  # real points
+    assert np.nanmax(down.values) == np.nanmax(values) and 54_321 in down.steps
+    assert np.nanmin(down.values) == np.nanmin(values) and 99_990 in down.steps
+
+
+def test_short_downsampled_reads_use_the_points(any_database):
+    run_id = _make_run()
+    values = np.sin(np.arange(3000) / 10.0)
+    with get_engine().begin() as connection:
+        write_metrics(connection, run_id, [(s, "y", float(v)) for s, v in enumerate(values)])
+    with session_scope() as session:
+        down = read_series(session, run_id, ["y"], max_points=500)["y"]
+    assert down.total_points == 3000 and len(down.steps) <= 500
+    assert np.array_equal(down.values, values[down.steps])
+    assert down.values.max() == values.max() and down.values.min() == values.min()
