@@ -52,7 +52,7 @@ def ingest(database_url: str) -> tuple[float, int]:
     from dynascope.server.db.migrate import upgrade_database
     from dynascope.server.db.models import Run
     from dynascope.server.db.session import get_engine, session_scope
-    from dynascope.server.services.metrics import write_metrics
+    from dynascope.server.services.metrics import MetricWriter
 
     upgrade_database(database_url)
     _use(database_url)
@@ -68,10 +68,11 @@ def ingest(database_url: str) -> tuple[float, int]:
     for key in keys:
         for start in range(0, SERIES, FLUSH):
             batches.append([(s, key, values[s]) for s in range(start, min(start + FLUSH, SERIES))])
+    writer = MetricWriter(run_id)  # as a worker writes: one writer, flush by flush
     started = time.perf_counter()
     for batch in batches:
         with get_engine().begin() as connection:
-            write_metrics(connection, run_id, batch)
+            writer.write(connection, batch)
     elapsed = time.perf_counter() - started
     return POINTS / elapsed, run_id
 

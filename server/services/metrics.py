@@ -40,8 +40,9 @@ class MetricWriter:
     """Writes one run's metrics in batches, with block summaries. Each key's points must
     arrive in increasing step order across calls (the runner records them so)."""
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, run_id: int, *, summarise: bool = True) -> None:
         self.run_id = run_id
+        self.summarise = summarise
         self._pending: dict[str, list[tuple[int, float | None]]] = {}
         self._blocks: dict[str, int] = {}
 
@@ -54,6 +55,8 @@ class MetricWriter:
         for step, key, value in points:
             stored = _finite_or_none(float(value))
             rows.append((self.run_id, key, step, stored))
+            if not self.summarise:
+                continue
             pending = self._pending.setdefault(key, [])
             pending.append((step, stored))
             if len(pending) == BLOCK_POINTS:
@@ -89,9 +92,9 @@ def _insert(connection: Connection, table: str, columns: str, rows: list[tuple])
 
 
 def write_metrics(connection: Connection, run_id: int, points: Sequence[MetricPoint]) -> int:
-    """Insert ``points`` for ``run_id`` in one batch (a run's whole series at once, or points
-    that complete no block); see ``MetricWriter`` for a run written flush by flush."""
-    return MetricWriter(run_id).write(connection, points)
+    """Insert ``points`` for ``run_id`` in one batch, without block summaries (reads of these
+    series use the points); a run written flush by flush uses one ``MetricWriter``."""
+    return MetricWriter(run_id, summarise=False).write(connection, points)
 
 
 @dataclass(frozen=True)
