@@ -94,7 +94,7 @@ class _Prober:
             start = time.perf_counter()
             params = detached_parameters(self.model)
             loss, outputs, grads = loss_and_gradient(
-                self.model, self.loss_fn, self.x_probe, self.y_probe, params
+                self.model, self.loss_fn, self.x_probe, self.y_probe
             )
             values["train/loss"] = loss.item()
             held = evaluate(self.model, self.loss_fn, self.x_held, self.y_held, task=self.task)
