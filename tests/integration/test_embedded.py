@@ -158,3 +158,22 @@ def test_ctrl_c_stops_api_and_worker(tmp_path):
         wait_for_api(base, again, tmp_path / "up2.log")
         run = httpx.get(f"{base}/api/v1/runs/{run_id}").json()
         assert run["status"] == "failed" and "shut down" in run["error"], run
+
+
+def test_two_instances_with_different_homes_do_not_touch(embedded, tmp_path):
+    port = free_port()
+    env = environment(home=str(tmp_path / "other"), flush_interval_s="0.2")
+    log = tmp_path / "other.log"
+    with dynascope_process(["up", "--port", str(port)], env, log) as process:
+        other = f"http://127.0.0.1:{port}"
+        wait_for_api(other, process, log)
+        mine = httpx.post(f"{embedded['base']}/api/v1/runs", json=small_spec(name="mine"))
+        theirs = httpx.post(f"{other}/api/v1/runs", json=small_spec(name="theirs", steps=30))
+        assert wait_for_run(other, theirs.json()["id"])["status"] == "completed"
+        assert wait_for_run(embedded["base"], mine.json()["id"])["status"] == "completed"
+        names = {run["name"] for run in httpx.get(f"{other}/api/v1/runs").json()["data"]}
+        assert names == {"theirs"}
+        mine_names = {
+            r["name"] for r in httpx.get(f"{embedded['base']}/api/v1/runs").json()["data"]
+        }
+        assert "theirs" not in mine_names and "mine" in mine_names
