@@ -1,0 +1,170 @@
+"""Lanczos eigenpairs against ``torch.linalg.eigh`` of dense float64 matrices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dynascope.worker.probes.curvature import DenseSymmetricOperator, HessianOperator
+from dynascope.worker.probes.lanczos import (
+    LANCZOS_TOLERANCE,
+    LanczosResult,
+    lanczos_top_eigenpairs,
+    lanczos_tridiagonal,
+)
+
+
+def with_spectrum(eigenvalues: list[float] | Tensor, seed: int) -> Tensor:
+    """``Q diag(λ) Qᵀ`` with a random orthogonal ``Q``."""
+    values = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    n = values.numel()
+    basis, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    matrix = basis @ torch.diag(values) @ basis.T
+    return (matrix + matrix.T) / 2
+
+
+def hessian_like(n: int, seed: int) -> Tensor:
+    """Five outliers above and five below a bulk in [-0.5, 4.5], as in Hessians (a bulk with
+    a few large and a few negative outliers)."""
+    generator = torch.Generator().manual_seed(seed)
+    bulk = torch.rand(n - 10, generator=generator, dtype=torch.float64) * 5 - 0.5
+    outliers = torch.tensor([10.0, 8, 6.5, 5.5, 5.0, -1.0, -1.2, -1.5, -2.0, -3.0])
+    return with_spectrum(torch.cat([outliers, bulk]), seed)
+
+
+def expected(matrix: Tensor, k: int, which: str) -> Tensor:
+    values = torch.linalg.eigvalsh(matrix)
+    if which == "largest":
+        return values[-k:]
+    if which == "smallest":
+        return values[:k]
+    return torch.cat([values[:k], values[-k:]])
+
+
+def assert_eigenpairs(
+    matrix: Tensor, result: LanczosResult, exact: Tensor, tolerance: float = LANCZOS_TOLERANCE
+) -> None:
+    """Eigenvalues within ``tolerance`` relative, eigenvectors with small true residuals."""
+    values, vectors = result.eigenvalues, result.eigenvectors
+    assert result.converged
+    assert ((values - exact).abs() / exact.abs()).max().item() < tolerance
+    # Eigenvectors, up to sign and within degenerate subspaces: orthonormal, and their true
+    # residuals are what the iteration reported, and within the tolerance.
+    k = values.numel()
+    assert (vectors.T @ vectors - torch.eye(k, dtype=torch.float64)).abs().max() < 1e-10
+    residuals = torch.linalg.vector_norm(matrix @ vectors - vectors * values, dim=0)
+    scale = torch.linalg.matrix_norm(matrix, ord=2)
+    assert (residuals - result.residuals).abs().max() < 1e-10 * scale
+    assert (residuals <= tolerance * values.abs() + 1e-12 * scale).all()
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest", "both"])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_extreme_eigenpairs_match_dense_eigh(k: int, which: str) -> None:
+    matrix = hessian_like(200, seed=k)
+    operator = DenseSymmetricOperator(matrix)
+    result = lanczos_top_eigenpairs(
+        operator, k, which=which, generator=torch.Generator().manual_seed(0)
+    )
+    assert_eigenpairs(matrix, result, expected(matrix, k, which))
+    assert result.matvecs == result.iterations == operator.matvecs
+    assert result.eigenvectors.shape == (200, result.eigenvalues.numel())
+    assert torch.equal(result.eigenvalues, result.eigenvalues.sort().values)
+
+
+def small_classifier_hessian() -> tuple[HessianOperator, Tensor]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(20, 4, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, 3, (20,), generator=generator)
+    operator = HessianOperator(model, F.cross_entropy, inputs, targets, chunk_size=20)
+    return operator, operator.to_dense()
+
+
+@pytest.mark.parametrize(("k", "which"), [(1, "largest"), (3, "largest"), (1, "smallest")])
+def test_hessian_eigenvalues_of_a_small_network(k: int, which: str) -> None:
+    operator, dense = small_classifier_hessian()
+    result = lanczos_top_eigenpairs(operator, k, which=which)
+    assert_eigenpairs(dense, result, expected(dense, k, which))
+    if which == "smallest":
+        assert result.eigenvalues[0] < 0  # a saddle direction, not the softmax null direction
+
+
+@pytest.mark.parametrize("tolerance", [1e-4, 1e-6])
+def test_warm_start_from_a_nearby_matrix_needs_far_fewer_products(tolerance: float) -> None:
+    matrix = hessian_like(400, seed=10)
+    generator = torch.Generator().manual_seed(11)
+    noise = torch.randn(400, 400, generator=generator, dtype=torch.float64)
+    perturbed = matrix + 1e-4 * (noise + noise.T) / (2 * 400**0.5)
+    options = {"tolerance": tolerance}
+    previous = lanczos_top_eigenpairs(DenseSymmetricOperator(matrix), 5, **options)
+    cold = lanczos_top_eigenpairs(DenseSymmetricOperator(perturbed), 5, **options)
+    warm = lanczos_top_eigenpairs(
+        DenseSymmetricOperator(perturbed), 5, start=previous.eigenvectors, **options
+    )
+    exact = expected(perturbed, 5, "largest")
+    assert_eigenpairs(perturbed, cold, exact, tolerance)
+    assert_eigenpairs(perturbed, warm, exact, tolerance)
+    assert warm.matvecs <= 0.65 * cold.matvecs, (warm.matvecs, cold.matvecs)
+    # A single previous vector is a valid start too.
+    single = lanczos_top_eigenpairs(
+        DenseSymmetricOperator(perturbed), 1, start=previous.eigenvectors[:, -1], **options
+    )
+    assert single.matvecs < cold.matvecs
+
+
+def test_repeated_eigenvalues_are_found_with_their_multiplicity() -> None:
+    # Three distinct eigenvalues: the Krylov space of one vector is invariant after 3 steps
+    # and holds one direction of each; restarts find the other copies.
+    matrix = with_spectrum([3.0] * 10 + [2.0] * 10 + [1.0] * 30, seed=12)
+    for which in ("largest", "smallest", "both"):
+        result = lanczos_top_eigenpairs(DenseSymmetricOperator(matrix), 5, which=which)
+        assert_eigenpairs(matrix, result, expected(matrix, 5, which))
+
+
+def test_low_rank_operator_and_zero_operator() -> None:
+    # A null space of dimension 42 under 8 distinct positive eigenvalues.
+    matrix = with_spectrum([0.0] * 42 + [float(v) for v in range(1, 9)], seed=13)
+    top = lanczos_top_eigenpairs(DenseSymmetricOperator(matrix), 5)
+    assert torch.allclose(top.eigenvalues, torch.arange(4.0, 9.0, dtype=torch.float64))
+    bottom = lanczos_top_eigenpairs(DenseSymmetricOperator(matrix), 3, which="smallest")
+    assert bottom.converged and bottom.eigenvalues.abs().max() < 1e-12
+    zero = DenseSymmetricOperator(torch.zeros(30, 30, dtype=torch.float64))
+    result = lanczos_top_eigenpairs(zero, 3, which="both")
+    assert result.converged and torch.equal(result.eigenvalues, torch.zeros(6, dtype=torch.float64))
+    gram = result.eigenvectors.T @ result.eigenvectors
+    assert (gram - torch.eye(6, dtype=torch.float64)).abs().max() < 1e-12
+
+
+def test_iteration_limit_returns_unconverged_pairs() -> None:
+    matrix = hessian_like(200, seed=14)
+    result = lanczos_top_eigenpairs(
+        DenseSymmetricOperator(matrix), 5, which="smallest", max_iterations=8
+    )
+    assert not result.converged and result.iterations == 8 and result.matvecs == 8
+    with pytest.raises(ValueError, match="fewer than"):
+        lanczos_top_eigenpairs(DenseSymmetricOperator(matrix), 5, max_iterations=4)
+    with pytest.raises(ValueError, match="k must be"):
+        lanczos_top_eigenpairs(DenseSymmetricOperator(matrix), 0)
+
+
+def test_small_matrix_is_solved_in_n_steps() -> None:
+    matrix = with_spectrum([-2.0, 0.5, 1.0, 4.0], seed=15)
+    result = lanczos_top_eigenpairs(DenseSymmetricOperator(matrix), 4)
+    assert_eigenpairs(matrix, result, torch.linalg.eigvalsh(matrix))
+    assert result.iterations <= 4
+
+
+def test_tridiagonal_is_the_projection_on_an_orthonormal_krylov_basis() -> None:
+    matrix = hessian_like(100, seed=16)
+    start = torch.randn(100, generator=torch.Generator().manual_seed(17), dtype=torch.float64)
+    run = lanczos_tridiagonal(DenseSymmetricOperator(matrix), start, steps=60, keep_basis=True)
+    basis = run.basis
+    assert basis is not None and basis.shape == (60, 100)
+    assert (basis @ basis.T - torch.eye(60, dtype=torch.float64)).abs().max() < 1e-12
+    assert (basis @ matrix @ basis.T - run.matrix()).abs().max() < 1e-10
+    assert torch.allclose(basis[0], start / start.norm())

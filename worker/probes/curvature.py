@@ -1,0 +1,377 @@
+"""Curvature matrices of the loss as matrix-free symmetric operators.
+
+An operator implements only its matrix-vector product (``_matvec``); the base class counts the
+products and derives the rest (block products, a dense matrix for tests). The eigensolvers,
+trace estimators and spectral densities (:mod:`.lanczos`, :mod:`.trace`, :mod:`.density`) take
+any :class:`SymmetricOperator` and never see a model (as in curvlinops).
+
+Two curvature matrices of the mean loss over a probe batch, both at a fixed point of parameter
+space and flattened in the order of the parameter dictionary:
+
+* :class:`HessianOperator`: the Hessian, by Hessian-vector products (HVPs) that reuse the
+  gradient's graph (Pearlmutter 1994, "Fast exact multiplication by the Hessian"): the gradient
+  ``g`` is computed once with ``create_graph=True``, and each product is the gradient of
+  ``⟨g, v⟩``, a single extra backward pass through the retained graph.
+* :class:`GGNOperator`: the generalised Gauss-Newton matrix ``Jᵀ H_out J`` (Schraudolph 2002,
+  "Fast curvature matrix-vector products for second-order gradient descent"), positive
+  semi-definite for a convex loss.
+
+The batch is processed in chunks of ``chunk_size`` examples, each chunk's product weighted by
+its share of the batch, so the product is the one of the mean loss over the whole batch.
+Memory: with one chunk its graph is kept while the operator lives; with several, their graphs
+are kept too when ``retain_graphs=True`` (memory grows with the batch, each product costs one
+extra backward pass per chunk), or rebuilt for every product otherwise (memory bounded by one
+chunk, each product costs a forward and a backward more per chunk). Both give the same matrix.
+
+The model is evaluated through ``functional_call`` in whatever mode the caller set (the runner
+uses eval mode; see :mod:`.params`); nothing is written to ``.grad`` and the model is not
+modified. The operator holds the parameter tensors it was given, without copying them: it is
+the curvature at that point only while they are unchanged, so build it, use it and drop it
+within one probe (a retained graph raises autograd's in-place error if they were updated).
+"""
+
+from __future__ import annotations
+
+from typing import Generic, Literal, TypeVar
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from dynascope.worker.probes.params import LossFunction, buffers_of, detached_parameters
+
+OutputLoss = Literal["cross_entropy", "mean_squared_error"]
+Graph = TypeVar("Graph")
+HessianGraph = tuple[list[Tensor], list[Tensor | None]]
+GGNGraph = tuple[list[Tensor], Tensor, Tensor, list[Tensor | None]]
+
+
+class SymmetricOperator:
+    """A real symmetric ``n × n`` matrix known only through its products with vectors.
+
+    Subclasses implement ``_matvec(v)`` for a flat vector ``v`` of length ``n`` in the
+    operator's dtype and device. :meth:`matvec` checks the vector and counts the product in
+    ``matvecs``; :meth:`matmat` multiplies a block column by column; :meth:`to_dense` builds
+    the whole matrix from ``n`` products (for tests on small problems).
+    """
+
+    def __init__(self, size: int, dtype: torch.dtype, device: torch.device | str) -> None:
+        self.size = size
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.matvecs = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, n)``."""
+        return (self.size, self.size)
+
+    def _matvec(self, vector: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def matvec(self, vector: Tensor) -> Tensor:
+        """The product of the matrix with a flat vector of length ``n`` (counted in
+        ``matvecs``)."""
+        if vector.shape != (self.size,):
+            raise ValueError(
+                f"expected a vector of shape ({self.size},), got {tuple(vector.shape)}"
+            )
+        if vector.dtype != self.dtype:
+            raise ValueError(f"expected a {self.dtype} vector, got {vector.dtype}")
+        self.matvecs += 1
+        return self._matvec(vector.to(self.device))
+
+    def __matmul__(self, vector: Tensor) -> Tensor:
+        return self.matvec(vector) if vector.ndim == 1 else self.matmat(vector)
+
+    def matmat(self, block: Tensor) -> Tensor:
+        """The product with an ``n × j`` block, one :meth:`matvec` per column."""
+        if block.ndim != 2 or block.shape[0] != self.size:
+            raise ValueError(
+                f"expected a block of shape ({self.size}, j), got {tuple(block.shape)}"
+            )
+        if block.shape[1] == 0:
+            return torch.empty_like(block, device=self.device)
+        return torch.stack([self.matvec(column) for column in block.unbind(1)], dim=1)
+
+    def to_dense(self) -> Tensor:
+        """The whole matrix, from ``n`` products with the unit vectors."""
+        return self.matmat(torch.eye(self.size, dtype=self.dtype, device=self.device))
+
+
+class DenseSymmetricOperator(SymmetricOperator):
+    """A symmetric matrix held in memory, as an operator (reference problems, small models)."""
+
+    def __init__(self, matrix: Tensor) -> None:
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"expected a square matrix, got shape {tuple(matrix.shape)}")
+        super().__init__(matrix.shape[0], matrix.dtype, matrix.device)
+        self.matrix = matrix
+
+    def _matvec(self, vector: Tensor) -> Tensor:
+        return self.matrix @ vector
+
+
+class DiagonalPreconditioned(SymmetricOperator):
+    """``P^{-1/2} A P^{-1/2}`` for a symmetric operator ``A`` and a positive diagonal ``P``.
+
+    It is similar to ``P^{-1} A``, so it has the same eigenvalues; an eigenvector ``y`` of this
+    operator gives the eigenvector ``P^{-1/2} y`` of ``P^{-1} A``. With ``A`` the Hessian and
+    ``P`` Adam's preconditioner its top eigenvalue is the preconditioned sharpness of Cohen et
+    al. 2022, "Adaptive gradient methods at the edge of stability". ``diagonal`` is the flat
+    diagonal of ``P`` (see :meth:`CurvatureOperator.flatten`).
+    """
+
+    def __init__(self, operator: SymmetricOperator, diagonal: Tensor) -> None:
+        super().__init__(operator.size, operator.dtype, operator.device)
+        if diagonal.shape != (operator.size,):
+            raise ValueError(
+                f"expected a diagonal of shape ({operator.size},), got {tuple(diagonal.shape)}"
+            )
+        if not (torch.isfinite(diagonal).all() and (diagonal > 0).all()):
+            raise ValueError("the preconditioner's diagonal must be finite and positive")
+        self.operator = operator
+        self.scale = diagonal.to(self.device, self.dtype).rsqrt()
+
+    def _matvec(self, vector: Tensor) -> Tensor:
+        return self.scale * self.operator.matvec(self.scale * vector)
+
+
+class CurvatureOperator(SymmetricOperator, Generic[Graph]):
+    """A curvature matrix of the mean loss over a batch, processed in chunks (see the module's
+    docstring). Subclasses build one chunk's graph (``_build``) and take one chunk's product
+    with it (``_product``); this class weights the chunks and decides which graphs to keep."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        targets: Tensor | None,
+        *,
+        chunk_size: int,
+        params: dict[str, Tensor] | None,
+        retain_graphs: bool,
+    ) -> None:
+        point = detached_parameters(model) if params is None else dict(params)
+        if not point:
+            raise ValueError("no trainable parameters: the curvature matrix is empty")
+        dtypes = {tensor.dtype for tensor in point.values()}
+        if len(dtypes) != 1:
+            raise ValueError(f"all parameters must share one dtype, got {sorted(map(str, dtypes))}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        count = inputs.shape[0]
+        if count == 0:
+            raise ValueError("the batch is empty")
+        if targets is not None and targets.shape[0] != count:
+            raise ValueError(f"{count} inputs but {targets.shape[0]} targets; they must match")
+        first = next(iter(point.values()))
+        super().__init__(sum(t.numel() for t in point.values()), first.dtype, first.device)
+        self.model = model
+        self.inputs = inputs
+        self.point = point
+        self.chunks = [
+            (start, min(start + chunk_size, count)) for start in range(0, count, chunk_size)
+        ]
+        self.weights = [(stop - start) / count for start, stop in self.chunks]
+        self.retain_graphs = retain_graphs or len(self.chunks) == 1
+        self.graph_builds = 0
+        """Forward-and-backward passes that built a chunk's graph (cost accounting)."""
+        self._graphs: dict[int, Graph] = {}
+
+    def flatten(self, tensors: dict[str, Tensor]) -> Tensor:
+        """One flat vector from tensors shaped like the parameters, in the operator's order."""
+        return torch.cat([tensors[name].reshape(-1) for name in self.point])
+
+    def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
+        """Views of a flat vector shaped like the parameters, by name."""
+        pieces = vector.split([t.numel() for t in self.point.values()])
+        return {
+            name: piece.view_as(tensor)
+            for (name, tensor), piece in zip(self.point.items(), pieces, strict=True)
+        }
+
+    def _leaves_and_outputs(self, index: int) -> tuple[list[Tensor], Tensor]:
+        """Fresh leaf tensors at the point (sharing its storage) and the chunk's outputs."""
+        start, stop = self.chunks[index]
+        leaves = {name: tensor.detach().requires_grad_() for name, tensor in self.point.items()}
+        buffers = buffers_of(self.model, copy=self.model.training)
+        outputs = functional_call(self.model, (leaves, buffers), (self.inputs[start:stop],))
+        return list(leaves.values()), outputs
+
+    def _build(self, index: int) -> Graph:
+        raise NotImplementedError
+
+    def _product(self, graph: Graph, pieces: list[Tensor], retain: bool) -> list[Tensor | None]:
+        raise NotImplementedError
+
+    def _graph(self, index: int) -> Graph:
+        if index in self._graphs:
+            return self._graphs[index]
+        with torch.enable_grad():
+            graph = self._build(index)
+        self.graph_builds += 1
+        if self.retain_graphs:
+            self._graphs[index] = graph
+        return graph
+
+    def _matvec(self, vector: Tensor) -> Tensor:
+        pieces = list(self.unflatten(vector).values())
+        total = torch.zeros_like(vector)
+        for index, weight in enumerate(self.weights):
+            graph = self._graph(index)
+            with torch.enable_grad():
+                product = self._product(graph, pieces, self.retain_graphs)
+            for piece, part in zip(total.split([p.numel() for p in pieces]), product, strict=True):
+                if part is not None:
+                    piece.add_(part.reshape(-1), alpha=weight)
+        return total
+
+
+class HessianOperator(CurvatureOperator[HessianGraph]):
+    """The Hessian of the mean loss over a batch at ``params`` (default: the model's current
+    trainable parameters), as Hessian-vector products (Pearlmutter 1994).
+
+    Per chunk the gradient is computed once with ``create_graph=True`` at leaf copies of the
+    parameters, and each product is ``torch.autograd.grad(g, leaves, grad_outputs=v)``, the
+    gradient of ``⟨g, v⟩``, through the retained graph. Measured on an MLP 64-128-128-10,
+    batch 1024, float32 CPU (one thread, medians): a product costs 1.4-1.5 gradient
+    evaluations with tanh and 1.6-1.7 with ReLU (whose double backward also accumulates zero
+    gradients), against 3.5-3.9 for a forward-over-reverse ``jvp(grad)`` each time; building
+    the graph costs about 1.3 gradients, once. ``graph_builds`` counts the gradient
+    evaluations that built graphs. See the module's docstring for ``chunk_size`` and
+    ``retain_graphs``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFunction,
+        inputs: Tensor,
+        targets: Tensor,
+        *,
+        chunk_size: int,
+        params: dict[str, Tensor] | None = None,
+        retain_graphs: bool = False,
+    ) -> None:
+        super().__init__(
+            model,
+            inputs,
+            targets,
+            chunk_size=chunk_size,
+            params=params,
+            retain_graphs=retain_graphs,
+        )
+        self.loss_fn = loss_fn
+        self.targets = targets
+
+    def _build(self, index: int) -> HessianGraph:
+        start, stop = self.chunks[index]
+        leaves, outputs = self._leaves_and_outputs(index)
+        loss = self.loss_fn(outputs, self.targets[start:stop])
+        gradient = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+        # A gradient that is constant in the parameters has a zero Hessian row: leave it out.
+        return leaves, [g if g is not None and g.requires_grad else None for g in gradient]
+
+    def _product(
+        self, graph: HessianGraph, pieces: list[Tensor], retain: bool
+    ) -> list[Tensor | None]:
+        leaves, gradient = graph
+        used = [i for i, g in enumerate(gradient) if g is not None]
+        if not used:
+            return [None] * len(leaves)
+        return list(
+            torch.autograd.grad(
+                [gradient[i] for i in used],
+                leaves,
+                grad_outputs=[pieces[i] for i in used],
+                retain_graph=retain,
+                allow_unused=True,
+            )
+        )
+
+
+class GGNOperator(CurvatureOperator[GGNGraph]):
+    """The generalised Gauss-Newton matrix ``(1/N) Σᵢ Jᵢᵀ Hᵢ Jᵢ`` of the mean loss over a batch
+    (Schraudolph 2002), ``Jᵢ`` the Jacobian of example ``i``'s outputs with respect to the
+    parameters and ``Hᵢ`` the Hessian of its loss with respect to its outputs:
+
+    * ``loss="cross_entropy"`` (mean cross-entropy of logits ``(N, C)``, hard or soft labels
+      summing to one): ``Hᵢ = diag(pᵢ) - pᵢpᵢᵀ`` with ``pᵢ = softmax(outputsᵢ)``;
+    * ``loss="mean_squared_error"`` (mean of squared errors over all ``N·C`` elements of the
+      outputs): ``Hᵢ = (2/C) I``.
+
+    Neither depends on the targets, so none are taken. A product is ``Jᵀ(H(Jv))``: ``Jv`` by the
+    double-vector-Jacobian-product trick (differentiating ``Jᵀu`` with respect to ``u``, which
+    is linear), and ``Jᵀw`` by one backward pass, both through the chunk's retained graph. See
+    the module's docstring for ``chunk_size`` and ``retain_graphs``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        *,
+        loss: OutputLoss,
+        chunk_size: int,
+        params: dict[str, Tensor] | None = None,
+        retain_graphs: bool = False,
+    ) -> None:
+        if loss not in ("cross_entropy", "mean_squared_error"):
+            raise ValueError(f"loss must be 'cross_entropy' or 'mean_squared_error', got {loss!r}")
+        super().__init__(
+            model,
+            inputs,
+            None,
+            chunk_size=chunk_size,
+            params=params,
+            retain_graphs=retain_graphs,
+        )
+        self.loss = loss
+
+    def _build(self, index: int) -> GGNGraph:
+        leaves, outputs = self._leaves_and_outputs(index)
+        if self.loss == "cross_entropy" and outputs.ndim != 2:
+            raise ValueError(f"cross-entropy GGN needs (N, C) logits, got {tuple(outputs.shape)}")
+        dual = torch.zeros_like(outputs, requires_grad=True)
+        transposed = torch.autograd.grad(
+            outputs, leaves, grad_outputs=dual, create_graph=True, allow_unused=True
+        )
+        return (
+            leaves,
+            outputs,
+            dual,
+            [t if t is not None and t.requires_grad else None for t in transposed],
+        )
+
+    def _output_hessian_product(self, outputs: Tensor, tangent: Tensor) -> Tensor:
+        """The Hessian of the chunk's mean loss with respect to its outputs, times ``tangent``."""
+        if self.loss == "mean_squared_error":
+            return tangent * (2.0 / outputs.numel())
+        probabilities = torch.softmax(outputs.detach(), dim=-1)
+        weighted = probabilities * tangent
+        hessian_tangent = weighted - probabilities * weighted.sum(dim=-1, keepdim=True)
+        return hessian_tangent / outputs.shape[0]
+
+    def _product(
+        self,
+        graph: GGNGraph,
+        pieces: list[Tensor],
+        retain: bool,
+    ) -> list[Tensor | None]:
+        leaves, outputs, dual, transposed = graph
+        used = [i for i, t in enumerate(transposed) if t is not None]
+        if not used:
+            return [None] * len(leaves)
+        (tangent,) = torch.autograd.grad(
+            [transposed[i] for i in used],
+            dual,
+            grad_outputs=[pieces[i] for i in used],
+            retain_graph=True,
+        )
+        cotangent = self._output_hessian_product(outputs, tangent)
+        return list(
+            torch.autograd.grad(
+                outputs, leaves, grad_outputs=cotangent, retain_graph=retain, allow_unused=True
+            )
+        )
