@@ -98,34 +98,40 @@ def measure_norms(
     from ``spectral_state``, the previous result's ``spectral.vectors``) unless ``spectral`` is
     false; total and per-layer norms of ``gradient``; the distance from ``initial``; update
     ratios since ``previous`` (the parameters at the previous probe, or before the last step).
-    Everything but the spectral norms is brought to the host in one transfer.
+    Everything but the spectral norms is one fused subtraction and one fused norm over all the
+    tensors involved, brought to the host in one transfer; the spectral norms reuse the weight
+    norms.
     """
     names, tensors = list(params), list(params.values())
-    pieces = [_norms(tensors)]
+    normed = [tensors]  # weights, then gradient and previous parameters if given
+    bases = []  # the references to subtract: initial and previous parameters if given
     if gradient is not None:
-        pieces.append(_norms([gradient[name] for name in _same_keys(params, gradient, "gradient")]))
+        normed.append(_aligned(params, gradient, "gradient")[1])
     if initial is not None:
-        current, base = _aligned(params, initial, "initial")
-        pieces.append(_total(_difference_norms(current, base)).reshape(1))
+        bases.append(_aligned(params, initial, "initial")[1])
     if previous is not None:
-        now, before = _aligned(params, previous, "previous")
-        pieces += [_difference_norms(now, before), _norms(before)]
-    segments = iter(_to_host(pieces))
+        bases.append(_aligned(params, previous, "previous")[1])
+        normed.append(bases[-1])
+    differences = (
+        torch._foreach_sub(tensors * len(bases), sum(bases, [])) if tensors and bases else []
+    )
+    values = _norms(sum(normed, []) + list(differences)).tolist()
+    segments = iter(_split(values, len(normed) + len(bases)))
 
     weights = dict(zip(names, next(segments), strict=True))
     per_layer_gradient = total_gradient = distance_from_init = ratios = None
     if gradient is not None:
         per_layer_gradient = dict(zip(names, next(segments), strict=True))
-        total_gradient = math.sqrt(sum(value**2 for value in per_layer_gradient.values()))
+        total_gradient = math.hypot(*per_layer_gradient.values())
+    sizes = next(segments) if previous is not None else []
     if initial is not None:
-        distance_from_init = next(segments)[0]
+        distance_from_init = math.hypot(*next(segments))
     if previous is not None:
-        moved, sizes = next(segments), next(segments)
-        ratios = dict(zip(names, map(_ratio, moved, sizes), strict=True))
+        ratios = dict(zip(names, map(_ratio, next(segments), sizes), strict=True))
     return NormsResult(
         weight_norms=weights,
         spectral=(
-            spectral_norms(params, spectral_state, tolerance=spectral_tolerance)
+            spectral_norms(params, spectral_state, tolerance=spectral_tolerance, frobenius=weights)
             if spectral
             else None
         ),
@@ -161,6 +167,12 @@ def _ratio(moved: float, size: float) -> float:
     if size == 0:
         return 0.0 if moved == 0 else (math.inf if moved > 0 else moved)  # NaN stays NaN
     return moved / size
+
+
+def _split(values: list[float], parts: int) -> list[list[float]]:
+    """``values`` cut into ``parts`` consecutive pieces of equal length."""
+    size = len(values) // parts
+    return [values[part * size : (part + 1) * size] for part in range(parts)]
 
 
 def _to_host(pieces: list[Tensor]) -> list[list[float]]:
