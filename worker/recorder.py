@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from sqlalchemy import update
 
 from dynascope.server.db.models import Run, utcnow
 from dynascope.server.db.session import get_engine
+from dynascope.server.services.arrays import ArrayPoint, write_arrays
 from dynascope.server.services.metrics import MetricPoint, MetricWriter
 from dynascope.server.services.snapshots import write_snapshot
 
@@ -46,6 +48,7 @@ class RunRecorder:
         self.snapshots_skipped: list[int] = []
         self._snapshots: list[tuple[int, np.ndarray]] = []
         self._writer = MetricWriter(run_id)
+        self._arrays: list[ArrayPoint] = []
         self.step = 0
         self.summary: dict[str, float | None] = {}
         self.points_written = 0
@@ -58,6 +61,12 @@ class RunRecorder:
             self._points.append((step, key, value))
             if key in SUMMARY_KEYS:
                 self.summary[key] = value if math.isfinite(value) else None
+
+    def record_array(
+        self, step: int, kind: str, values: np.ndarray, meta: dict[str, Any] | None = None
+    ) -> None:
+        """Buffer an array result (a spectrum, a density, ...) of ``kind`` at ``step``."""
+        self._arrays.append(ArrayPoint(step=step, kind=kind, values=values, meta=meta or {}))
 
     def snapshot(self, step: int, flat: np.ndarray) -> None:
         """Buffer the flattened parameters at ``step`` for the next flush, unless the run's
@@ -80,8 +89,10 @@ class RunRecorder:
         """Write what is buffered, the step, the summary and a heartbeat in one transaction."""
         points, self._points = self._points, []
         snapshots, self._snapshots = self._snapshots, []
+        arrays, self._arrays = self._arrays, []
         with get_engine().begin() as connection:
             self.points_written += self._writer.write(connection, points)
+            write_arrays(connection, self.run_id, arrays)
             for step, flat in snapshots:
                 write_snapshot(connection, self.run_id, step, flat)
             connection.execute(

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from dynascope.server.errors import InvalidSpecError
 from dynascope.server.schemas.run_spec import RunSpec
 from dynascope.worker.batches import minibatch_indices
+from dynascope.worker.curvature_probe import CurvatureProber
 from dynascope.worker.probes import (
     detached_parameters,
     evaluate,
@@ -72,7 +73,14 @@ class _Prober:
     """Runs the probes of one run and records them; keeps the state they carry across steps
     (initial parameters, the warm start of the spectral norms)."""
 
-    def __init__(self, spec: RunSpec, model: nn.Module, data: Dataset, device: torch.device):
+    def __init__(
+        self,
+        spec: RunSpec,
+        model: nn.Module,
+        data: Dataset,
+        device: torch.device,
+        optimizer: torch.optim.Optimizer,
+    ):
         self.spec = spec
         self.model = model
         self.task = data.task
@@ -84,6 +92,12 @@ class _Prober:
         self.y_held = data.y_test[:size].to(device)
         self.state = _ProbeState(initial=_copy(detached_parameters(model)))
         self.seconds: dict[str, float] = {"loss": 0.0, "norms": 0.0}
+        self.optimizer = optimizer
+        self.curvature = (
+            CurvatureProber(spec, model, self.loss_fn, data.task) if spec.probes.hessian else None
+        )
+        if self.curvature is not None:
+            self.seconds["hessian"] = 0.0
 
     def probe(self, step: int, recorder: RunRecorder, lr: float) -> float:
         """Measure everything enabled at the current parameters; returns the probe-batch loss."""
@@ -107,6 +121,8 @@ class _Prober:
             values["cost/loss/seconds"] = elapsed
             if self.spec.probes.norms and math.isfinite(values["train/loss"]):
                 values |= self._norms(params, grads)
+            if self.curvature is not None and math.isfinite(values["train/loss"]):
+                values |= self._curvature(step, recorder, lr)
             recorder.record(step, values)
             return values["train/loss"]
         finally:
@@ -127,6 +143,15 @@ class _Prober:
         elapsed = time.perf_counter() - start
         self.seconds["norms"] += elapsed
         return result.metrics() | {"cost/norms/seconds": elapsed}
+
+    def _curvature(self, step: int, recorder: RunRecorder, lr: float) -> dict[str, float]:
+        assert self.curvature is not None
+        start = time.perf_counter()
+        measured = self.curvature.measure(step, self.x_probe, self.y_probe, lr, self.optimizer)
+        for kind, values, meta in measured.arrays:
+            recorder.record_array(step, kind, values, meta)
+        self.seconds["hessian"] += time.perf_counter() - start
+        return measured.metrics
 
     def snapshot(self, step: int, recorder: RunRecorder) -> None:
         """Hand the flattened parameters at ``step`` to the recorder (finite ones only)."""
@@ -172,7 +197,7 @@ def train(
         len(data.x_train), batch_size, generator=torch.Generator().manual_seed(spec.seed)
     )
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    prober = _Prober(spec, model, data, device)
+    prober = _Prober(spec, model, data, device, optimizer)
     every = spec.probes.every
     setup_s = time.perf_counter() - started
     model.train()

@@ -2,12 +2,52 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from dynascope.server.schemas.base import StrictModel, check_at_most, field_error, limits
 from dynascope.server.schemas.data_specs import DataSpec, input_kind
 from dynascope.server.schemas.model_specs import ModelSpec
 from dynascope.server.schemas.optimizer_specs import OptimizerSpec
+
+
+class HessianProbeSpec(StrictModel):
+    """Curvature of the training loss on the probe batch (see DESIGN.md): top-k eigenvalues
+    by Lanczos (the sharpness curve against the stability threshold), optionally the smallest
+    eigenvalue, the trace (Hutch++) and the spectral density (stochastic Lanczos quadrature).
+    Evaluated in eval mode (BatchNorm on running statistics, dropout off)."""
+
+    matrix: Literal["hessian", "ggn"] = Field(
+        "hessian", description="the Hessian, or the generalised Gauss-Newton matrix"
+    )
+    top_k: int = Field(1, ge=1, le=20, description="how many of the largest eigenvalues")
+    tolerance: float = Field(
+        1e-4, gt=0.0, le=0.1, description="relative residual at which an eigenvalue is done"
+    )
+    max_iterations: int = Field(100, ge=5, le=1000, description="Lanczos iterations at most")
+    min_eigenvalue: bool = Field(False, description="also the smallest (most negative) one")
+    trace: bool = Field(False, description="Hutch++ estimate of the trace, with standard error")
+    trace_matvecs: int = Field(30, ge=3, le=1000, description="products spent on the trace")
+    density: bool = Field(False, description="spectral density by stochastic Lanczos quadrature")
+    density_steps: int = Field(30, ge=5, le=300, description="Lanczos steps per density probe")
+    density_probes: int = Field(4, ge=1, le=64, description="random vectors for the density")
+    density_points: int = Field(200, ge=10, le=2000, description="grid points of the density")
+    chunk_size: int = Field(
+        1024, ge=1, le=65536, description="probe examples per chunk (bounds memory)"
+    )
+
+    @model_validator(mode="after")
+    def _ggn_is_psd(self) -> HessianProbeSpec:
+        if self.matrix == "ggn" and self.min_eigenvalue:
+            raise field_error(
+                "HessianProbeSpec",
+                ("min_eigenvalue",),
+                "the Gauss-Newton matrix is positive semi-definite; the smallest eigenvalue "
+                'is measured on the Hessian (matrix: "hessian")',
+                True,
+            )
+        return self
 
 
 class ProbesSpec(StrictModel):
@@ -20,6 +60,10 @@ class ProbesSpec(StrictModel):
         True,
         description="per-layer weight L2 and spectral norms, gradient norm, distance from "
         "initialisation, per-layer update/weight ratio",
+    )
+
+    hessian: HessianProbeSpec | None = Field(
+        None, description="curvature probes; absent: not measured"
     )
 
     @field_validator("batch_size")

@@ -7,6 +7,7 @@ from dynascope.worker.registry.models import build_model, count_parameters
 from dynascope.worker.registry.optimizers import (
     build_optimizer,
     is_full_batch,
+    preconditioned_stability_threshold,
     stability_threshold,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "is_full_batch",
     "load_dataset",
     "loss_function",
+    "preconditioned_stability_threshold",
     "stability_threshold",
 ]

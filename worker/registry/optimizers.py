@@ -106,21 +106,35 @@ def is_full_batch(spec: OptimizerSpec) -> bool:
     return isinstance(spec, GDSpec)
 
 
-def stability_threshold(spec: OptimizerSpec) -> float | None:
-    """The sharpness (top Hessian eigenvalue of the training loss) above which the base-lr
-    update is unstable on a quadratic: the line gradient descent hovers at on the edge of
-    stability (Cohen et al. 2021).
+def stability_threshold(spec: OptimizerSpec, lr: float | None = None) -> float | None:
+    """The sharpness (top Hessian eigenvalue of the training loss) above which an update
+    with learning rate ``lr`` (default: the spec's base lr) is unstable on a quadratic: the
+    line gradient descent hovers at on the edge of stability (Cohen et al. 2021).
 
     2/η for gd and momentum-free sgd; (2 + 2β)/η for heavy-ball momentum β; and
     (2 + 2β)/((1 + 2β)·η) for Nesterov momentum (Cohen et al. 2021, appendix). Coupled
     weight decay λ adds λ to every curvature, so λ is subtracted from the threshold on the
     loss's sharpness. None for Adam and AdamW, whose threshold applies to the
-    preconditioned sharpness.
+    preconditioned sharpness (see ``preconditioned_stability_threshold``).
     """
+    eta = spec.lr if lr is None else lr
     if isinstance(spec, GDSpec):
-        return 2.0 / spec.lr - spec.weight_decay
+        return 2.0 / eta - spec.weight_decay
     if isinstance(spec, SGDSpec):
         beta = spec.momentum
-        denominator = (1.0 + 2.0 * beta) * spec.lr if spec.nesterov else spec.lr
+        denominator = (1.0 + 2.0 * beta) * eta if spec.nesterov else eta
         return (2.0 + 2.0 * beta) / denominator - spec.weight_decay
     return None
+
+
+def preconditioned_stability_threshold(
+    spec: OptimizerSpec, lr: float | None = None
+) -> float | None:
+    """For Adam and AdamW: the threshold (2 + 2β₁)/((1 − β₁)·η) on the preconditioned
+    sharpness λ₁(P⁻¹H), P = diag(√v̂ + ε), which adaptive methods equilibrate at (Cohen et al.
+    2022, "Adaptive Gradient Methods at the Edge of Stability": 38/η for β₁ = 0.9). None for
+    the other optimizers."""
+    if not isinstance(spec, AdamSpec):
+        return None
+    eta = spec.lr if lr is None else lr
+    return (2.0 + 2.0 * spec.beta1) / ((1.0 - spec.beta1) * eta)

@@ -12,12 +12,14 @@ from dynascope.server.db.models import RUN_STATUSES
 from dynascope.server.queue import enqueue_run
 from dynascope.server.schemas.run_spec import RunSpec
 from dynascope.server.schemas.runs import MetricsPublic, RunCreated, RunPublic, RunsPublic
+from dynascope.server.services import arrays as arrays_service
 from dynascope.server.services import metrics as metrics_service
 from dynascope.server.services import runs as runs_service
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 StatusFilter = Literal[RUN_STATUSES]  # type: ignore[valid-type]
+SpectrumKind = Literal[arrays_service.SPECTRUM_KINDS]  # type: ignore[valid-type]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunCreated)
@@ -56,6 +58,35 @@ def cancel_run(run_id: int, session: SessionDep) -> RunPublic:
 def delete_run(run_id: int, session: SessionDep) -> Response:
     runs_service.delete_run(session, run_id=run_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{run_id}/spectra")
+def read_spectra(
+    run_id: int,
+    session: SessionDep,
+    kind: Annotated[
+        list[SpectrumKind] | None,
+        Query(description="spectrum kinds (repeat the parameter); all kinds when omitted"),
+    ] = None,
+) -> Response:
+    """Array-valued probe results of a run by kind, in step order: each entry has the step,
+    the values (float32) with their shape, and the probe's metadata (iterations, products,
+    residuals, the stability threshold, the density's grid, ...)."""
+    runs_service.get_run(session, run_id=run_id)
+    arrays = arrays_service.read_arrays(session, run_id, kind or arrays_service.SPECTRUM_KINDS)
+    body = {
+        "run_id": run_id,
+        "spectra": {
+            name: [
+                {"step": a.step, "shape": list(a.values.shape), "values": a.values, "meta": a.meta}
+                for a in entries
+            ]
+            for name, entries in arrays.items()
+        },
+    }
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+    )
 
 
 @router.get("/{run_id}/metrics", response_model=MetricsPublic)
