@@ -29,7 +29,7 @@ written to the model or its ``.grad``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -96,6 +96,27 @@ class NTKResult:
     parameters: int
 
 
+def input_output_jacobians(
+    model: nn.Module,
+    inputs: Tensor,
+    *,
+    chunk_size: int,
+    params: dict[str, Tensor] | None = None,
+) -> Tensor:
+    """The Jacobians ``∂f(x)/∂x`` of the model's flattened outputs with respect to its
+    flattened input, for every input ``x`` of ``inputs`` (``n`` vectors or images, a float tensor
+    of shape ``(n, ...)``): an ``n × C × d`` tensor in the inputs' dtype.
+
+    Computed by ``vmap(jacrev(f))`` over chunks of ``chunk_size`` inputs at ``params`` (default:
+    the model's detached trainable parameters), in the mode the caller set (eval: see the
+    module's docstring); memory is that of ``chunk_size·C`` backward passes of one example.
+    Token models (integer inputs) are not differentiable with respect to their inputs and raise
+    ``ValueError``. Reference: Novak et al. 2018, "Sensitivity and generalization in neural
+    networks".
+    """
+    return torch.cat(list(_input_output_chunks(model, inputs, chunk_size, params)))
+
+
 def input_output_singular_values(
     model: nn.Module,
     inputs: Tensor,
@@ -107,28 +128,16 @@ def input_output_singular_values(
     flattened) of every input ``x`` of ``inputs`` (``n`` vectors or images, a float tensor of
     shape ``(n, ...)``), summarised over the inputs (see :class:`InputOutputJacobian`).
 
-    The Jacobians are ``vmap(jacrev(f))`` over chunks of ``chunk_size`` inputs, at ``params``
-    (default: the model's detached trainable parameters), in the mode the caller set (eval:
-    see the module's docstring); memory is that of ``chunk_size·C`` backward passes of one
-    example and a ``chunk_size × C × d`` Jacobian. Singular values are taken in float64
-    (``torch.linalg.svdvals``). Token models (integer inputs) are not differentiable with
-    respect to their inputs and raise ``ValueError``. References: Pennington, Schoenholz &
-    Ganguli 2017 (dynamical isometry); Novak et al. 2018 (sensitivity).
+    The Jacobians are those of :func:`input_output_jacobians`, one chunk of ``chunk_size``
+    inputs at a time (memory: ``chunk_size·C`` backward passes of one example and a
+    ``chunk_size × C × d`` Jacobian); their singular values are taken in float64
+    (``torch.linalg.svdvals``). Token models (integer inputs) raise ``ValueError``. References:
+    Pennington, Schoenholz & Ganguli 2017 (dynamical isometry); Novak et al. 2018
+    (sensitivity).
     """
-    if not inputs.is_floating_point():
-        raise ValueError(
-            f"the input-output Jacobian needs float inputs (vectors or images), got {inputs.dtype}"
-            " inputs: a token model is not differentiable with respect to its inputs; probe its"
-            " NTK (empirical_ntk) instead"
-        )
-    _check_batch(inputs, chunk_size)
-    point = detached_parameters(model) if params is None else params
-    outputs_of = _single_example(model, point)
-    per_example = vmap(jacrev(outputs_of))
     spectra = []
     rows = 0
-    for chunk in inputs.split(chunk_size):
-        jacobians = per_example(chunk).reshape(chunk.shape[0], -1, chunk[0].numel())
+    for jacobians in _input_output_chunks(model, inputs, chunk_size, params):
         rows += jacobians.shape[0] * jacobians.shape[1]
         spectra.append(_singular_values(jacobians.detach().to(torch.float64).cpu()))
     values = torch.cat(spectra)
@@ -282,10 +291,22 @@ def _single_example_at(model: nn.Module) -> Callable[[dict[str, Tensor], Tensor]
     return outputs_of
 
 
-def _single_example(model: nn.Module, params: dict[str, Tensor]) -> Callable[[Tensor], Tensor]:
-    """``f(x)``: as :func:`_single_example_at`, at fixed ``params``."""
+def _input_output_chunks(
+    model: nn.Module, inputs: Tensor, chunk_size: int, params: dict[str, Tensor] | None
+) -> Iterator[Tensor]:
+    """The input-output Jacobians, ``chunk_size × C × d`` at a time."""
+    if not inputs.is_floating_point():
+        raise ValueError(
+            f"the input-output Jacobian needs float inputs (vectors or images), got {inputs.dtype}"
+            " inputs: a token model is not differentiable with respect to its inputs; probe its"
+            " NTK (empirical_ntk) instead"
+        )
+    _check_batch(inputs, chunk_size)
+    point = detached_parameters(model) if params is None else params
     outputs_of = _single_example_at(model)
-    return lambda example: outputs_of(params, example)
+    per_example = vmap(jacrev(outputs_of, argnums=1), in_dims=(None, 0))
+    for chunk in inputs.split(chunk_size):
+        yield per_example(point, chunk).reshape(chunk.shape[0], -1, chunk[0].numel())
 
 
 def _check_batch(inputs: Tensor, chunk_size: int) -> None:
