@@ -31,8 +31,8 @@ BULK_TOLERANCE = 1e-3
 """Singular values within ``1e-3`` of one are the bulk. A mode of the Hessian with eigenvalue
 ``λ`` scales a perturbation by about ``exp(−ηλT)`` over training, so the bulk holds the
 directions that training moved by less than 0.1%: far above the rounding of a float32 SVD
-(``~1e-6`` relative), far below the chaotic and stable values Belrose & Scherlis report
-(orders of magnitude away from one)."""
+(``~1e-6`` relative), and far from the chaotic values Belrose & Scherlis report (orders of
+magnitude above one). A run-spec may widen it: the bulk's width depends on ``lr·steps``."""
 
 
 @dataclass(frozen=True)
