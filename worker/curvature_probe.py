@@ -32,8 +32,8 @@ from dynascope.worker.registry import preconditioned_stability_threshold, stabil
 
 
 @dataclass
-class CurvatureMeasurement:
-    """What one curvature probe produced: scalar metrics and arrays (kind -> values, meta)."""
+class ProbeMeasurement:
+    """What one probe produced: scalar metrics, and arrays as (kind, values, meta)."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     arrays: list[tuple[str, np.ndarray, dict[str, Any]]] = field(default_factory=list)
@@ -75,12 +75,12 @@ class CurvatureProber:
         targets: Tensor,
         lr: float,
         optimizer: torch.optim.Optimizer,
-    ) -> CurvatureMeasurement:
+    ) -> ProbeMeasurement:
         """All enabled curvature probes at the model's current parameters (eval mode is the
         caller's), on (inputs, targets)."""
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        options, out = self.options, CurvatureMeasurement()
+        options, out = self.options, ProbeMeasurement()
         operator = self._operator(inputs, targets)
         top = self._eigenpairs(operator, options.top_k, "largest", self._top, generator)
         self._top = top.eigenvectors
@@ -175,7 +175,7 @@ class CurvatureProber:
         optimizer: torch.optim.Optimizer,
         lr: float,
         generator: torch.Generator,
-        out: CurvatureMeasurement,
+        out: ProbeMeasurement,
     ) -> None:
         """For Adam/AdamW, λ₁(P⁻¹H) with Adam's own preconditioner P = diag(√v̂ + ε) (Cohen
         et al. 2022), once the optimizer has second-moment estimates."""

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from dynascope.server.errors import InvalidSpecError
 from dynascope.server.schemas.run_spec import RunSpec
 from dynascope.worker.batches import minibatch_indices
-from dynascope.worker.curvature_probe import CurvatureProber
+from dynascope.worker.curvature_probe import CurvatureProber, ProbeMeasurement
+from dynascope.worker.jacobian_probe import JacobianProber
 from dynascope.worker.probes import (
     detached_parameters,
     evaluate,
@@ -98,6 +99,10 @@ class _Prober:
         )
         if self.curvature is not None:
             self.seconds["hessian"] = 0.0
+        jacobian = spec.probes.jacobian
+        self.jacobian = JacobianProber(jacobian, model, self.x_probe) if jacobian else None
+        if self.jacobian is not None:
+            self.seconds["jacobian"] = 0.0
 
     def probe(self, step: int, recorder: RunRecorder, lr: float) -> float:
         """Measure everything enabled at the current parameters; returns the probe-batch loss."""
@@ -123,6 +128,8 @@ class _Prober:
                 values |= self._norms(params, grads)
             if self.curvature is not None and math.isfinite(values["train/loss"]):
                 values |= self._curvature(step, recorder, lr)
+            if self.jacobian is not None and math.isfinite(values["train/loss"]):
+                values |= self._jacobian(step, recorder)
             recorder.record(step, values)
             return values["train/loss"]
         finally:
@@ -146,11 +153,31 @@ class _Prober:
 
     def _curvature(self, step: int, recorder: RunRecorder, lr: float) -> dict[str, float]:
         assert self.curvature is not None
+        curvature = self.curvature
+        return self._measured(
+            "hessian",
+            lambda: curvature.measure(step, self.x_probe, self.y_probe, lr, self.optimizer),
+            step,
+            recorder,
+        )
+
+    def _jacobian(self, step: int, recorder: RunRecorder) -> dict[str, float]:
+        assert self.jacobian is not None
+        return self._measured("jacobian", self.jacobian.measure, step, recorder)
+
+    def _measured(
+        self,
+        name: str,
+        measure: Callable[[], ProbeMeasurement],
+        step: int,
+        recorder: RunRecorder,
+    ) -> dict[str, float]:
+        """Run one probe, hand its arrays to the recorder, account its time; its metrics."""
         start = time.perf_counter()
-        measured = self.curvature.measure(step, self.x_probe, self.y_probe, lr, self.optimizer)
+        measured = measure()
         for kind, values, meta in measured.arrays:
             recorder.record_array(step, kind, values, meta)
-        self.seconds["hessian"] += time.perf_counter() - start
+        self.seconds[name] += time.perf_counter() - start
         return measured.metrics
 
     def snapshot(self, step: int, recorder: RunRecorder) -> None:

@@ -50,6 +50,18 @@ class HessianProbeSpec(StrictModel):
         return self
 
 
+class JacobianProbeSpec(StrictModel):
+    """Jacobian spectra on the first ``n_inputs`` probe examples: singular values of the
+    input-output Jacobian (vector and image inputs), and eigenvalues of the empirical neural
+    tangent kernel with its change since the previous probe (NTK velocity)."""
+
+    input_output: bool = Field(True, description="singular values of ∂outputs/∂inputs")
+    ntk: bool = Field(True, description="eigenvalues of the empirical NTK, and its velocity")
+    n_inputs: int = Field(32, ge=1, le=1024, description="probe examples used")
+    top_k: int = Field(20, ge=1, le=2048, description="NTK eigenvalues kept (largest first)")
+    chunk_size: int = Field(32, ge=1, le=4096, description="examples per vmap chunk")
+
+
 class ProbesSpec(StrictModel):
     """What is measured, and how often. Losses and accuracies (train on the probe batch,
     held-out on the test split) are always recorded on the probe cadence."""
@@ -64,6 +76,9 @@ class ProbesSpec(StrictModel):
 
     hessian: HessianProbeSpec | None = Field(
         None, description="curvature probes; absent: not measured"
+    )
+    jacobian: JacobianProbeSpec | None = Field(
+        None, description="Jacobian and NTK spectra; absent: not measured"
     )
 
     @field_validator("batch_size")
@@ -94,6 +109,23 @@ class RunSpec(StrictModel):
             self.model.check_input(input_kind(self.data))
         except ValueError as error:
             raise field_error("RunSpec", ("model", "name"), str(error), self.model.name) from None
+        jacobian = self.probes.jacobian
+        if jacobian is not None and jacobian.input_output and input_kind(self.data) == "tokens":
+            raise field_error(
+                "RunSpec",
+                ("probes", "jacobian", "input_output"),
+                "token inputs are not differentiable: the input-output Jacobian needs vector "
+                "or image inputs (the NTK works for every model)",
+                True,
+            )
+        if jacobian is not None and jacobian.n_inputs > self.probes.batch_size:
+            raise field_error(
+                "RunSpec",
+                ("probes", "jacobian", "n_inputs"),
+                f"probes.jacobian.n_inputs ({jacobian.n_inputs}) is larger than "
+                f"probes.batch_size ({self.probes.batch_size})",
+                jacobian.n_inputs,
+            )
         train_size = self.data.train_size()
         if train_size is not None and self.probes.batch_size > train_size:
             raise field_error(
