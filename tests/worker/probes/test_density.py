@@ -15,17 +15,10 @@ from dynascope.worker.probes.density import (
     gaussian_density,
     slq_nodes,
 )
+from tests.worker.probes.matrices import with_spectrum
 
 MASS = 1e-3  # the density integrates to 1 on the grid within this
 SIGMAS = 4.0  # standard errors allowed between a moment estimate and the exact moment
-
-
-def with_spectrum(eigenvalues: Tensor, seed: int) -> Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    n = eigenvalues.numel()
-    basis, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
-    matrix = basis @ torch.diag(eigenvalues.double()) @ basis.T
-    return (matrix + matrix.T) / 2
 
 
 def hessian_like(n: int = 150, seed: int = 0) -> Tensor:

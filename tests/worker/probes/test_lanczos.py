@@ -14,16 +14,7 @@ from dynascope.worker.probes.lanczos import (
     lanczos_top_eigenpairs,
     lanczos_tridiagonal,
 )
-
-
-def with_spectrum(eigenvalues: list[float] | Tensor, seed: int) -> Tensor:
-    """``Q diag(λ) Qᵀ`` with a random orthogonal ``Q``."""
-    values = torch.as_tensor(eigenvalues, dtype=torch.float64)
-    generator = torch.Generator().manual_seed(seed)
-    n = values.numel()
-    basis, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
-    matrix = basis @ torch.diag(values) @ basis.T
-    return (matrix + matrix.T) / 2
+from tests.worker.probes.matrices import with_spectrum
 
 
 def hessian_like(n: int, seed: int) -> Tensor:

@@ -16,17 +16,10 @@ from dynascope.worker.probes.trace import (
     hutchinson_trace,
     rademacher,
 )
+from tests.worker.probes.matrices import with_spectrum
 
 TRIALS = 200
 COVERAGE = 0.90  # at least this fraction of ±2·SE intervals hold the exact trace
-
-
-def with_spectrum(eigenvalues: Tensor, seed: int) -> Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    n = eigenvalues.numel()
-    basis, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
-    matrix = basis @ torch.diag(eigenvalues.double()) @ basis.T
-    return (matrix + matrix.T) / 2
 
 
 def indefinite(n: int = 100, seed: int = 0) -> Tensor:
