@@ -28,7 +28,9 @@ class HessianProbeSpec(StrictModel):
     max_iterations: int = Field(100, ge=5, le=1000, description="Lanczos iterations at most")
     min_eigenvalue: bool = Field(False, description="also the smallest (most negative) one")
     trace: bool = Field(False, description="Hutch++ estimate of the trace, with standard error")
-    trace_matvecs: int = Field(30, ge=3, le=1000, description="products spent on the trace")
+    trace_matvecs: int = Field(
+        48, ge=3, le=1000, description="products spent on the trace (≥36 for a reliable SE)"
+    )
     density: bool = Field(False, description="spectral density by stochastic Lanczos quadrature")
     density_steps: int = Field(30, ge=5, le=300, description="Lanczos steps per density probe")
     density_probes: int = Field(4, ge=1, le=64, description="random vectors for the density")

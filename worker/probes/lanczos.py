@@ -101,12 +101,14 @@ class _LanczosProcess:
         j = self.steps
         current = self.basis[j]
         product = self.operator.matvec(current)
-        alpha = torch.dot(current, product).item()
+        # α and β accumulated in float64 even for float32 operators: in float32 the rounding
+        # of these dot products, not of the products themselves, limits the eigenvalues.
+        alpha = torch.dot(current.double(), product.double()).item()
         product = product - alpha * current
         if j > 0:
             product = product - self.betas[j - 1] * self.basis[j - 1]
         product = self._orthogonalise(product, j + 1)
-        beta = torch.linalg.vector_norm(product).item()
+        beta = torch.linalg.vector_norm(product, dtype=torch.float64).item()
         self.alphas.append(alpha)
         self.betas.append(beta)
         previous = self.betas[j - 1] if j > 0 else 0.0
