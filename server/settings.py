@@ -27,6 +27,12 @@ class Limits(BaseSettings):
     max_features: int = Field(4096, ge=1)
     max_parameters: int = Field(50_000_000, ge=1)
     max_snapshot_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    max_snapshots: int = Field(2000, ge=2, description="parameter snapshots of one run")
+    max_landscape_grid: int = Field(101, ge=3, description="landscape points per axis")
+    max_training_jacobian_parameters: int = Field(4096, ge=1)
+    max_training_jacobian_products: int = Field(
+        2_000_000, ge=1, description="parameters × steps replayed by the training Jacobian"
+    )
 
 
 class Settings(BaseSettings):

@@ -84,7 +84,7 @@ def execute_run(run_id: int, *, settings: Settings | None = None) -> str:
                 recorder=recorder,
                 data_dir=settings.data_dir,  # type: ignore[arg-type]
                 device=_worker_device(settings),
-                max_parameters=settings.limits.max_parameters,
+                limits=settings.limits,
                 should_stop=lambda: heartbeat.stop_reason is not None or SHUTDOWN.is_set(),
             )
         except (DynascopeError, DatasetError) as error:

@@ -8,8 +8,12 @@ held-out batch (the first ``probes.batch_size`` test examples), in eval mode (Ba
 running statistics, dropout off), through ``torch.func`` without touching the model.
 
 The flattened parameters at step 0 and at the end of a completed run are stored as
-snapshots (float32, compressed), as long as the run's snapshots stay within the
-``max_snapshot_bytes`` limit (uncompressed size); beyond it they are skipped.
+snapshots (float32, compressed), and with ``probes.trajectory`` every ``snapshot_every``
+steps too, as long as the run's snapshots stay within the ``max_snapshot_bytes`` limit
+(uncompressed size; specs are refused beyond it when the model's size is known from the spec,
+otherwise the cadence is thinned here to fit). After the last step of a completed run come the
+end-of-run analyses (``worker/analyses.py``): the training Jacobian, the trajectory's PCA and
+the loss landscapes. Diverged, cancelled and stopped runs skip them.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ import torch
 from torch import Tensor, nn
 
 from dynascope.server.errors import InvalidSpecError
-from dynascope.server.schemas.run_spec import RunSpec
+from dynascope.server.schemas.run_spec import (
+    RunSpec,
+    check_training_jacobian_size,
+    smallest_fitting_cadence,
+    snapshot_count,
+)
+from dynascope.server.settings import Limits
+from dynascope.worker.analyses import measure_training_jacobian
 from dynascope.worker.batches import minibatch_indices
 from dynascope.worker.curvature_probe import CurvatureProber, ProbeMeasurement
 from dynascope.worker.jacobian_probe import JacobianProber
@@ -94,6 +105,7 @@ class _Prober:
         self.state = _ProbeState(initial=_copy(detached_parameters(model)))
         self.seconds: dict[str, float] = {"loss": 0.0, "norms": 0.0}
         self.optimizer = optimizer
+        self.snapshots: list[tuple[int, Tensor]] = []
         self.curvature = (
             CurvatureProber(spec, model, self.loss_fn, data.task) if spec.probes.hessian else None
         )
@@ -177,14 +189,46 @@ class _Prober:
         measured = measure()
         for kind, values, meta in measured.arrays:
             recorder.record_array(step, kind, values, meta)
-        self.seconds[name] += time.perf_counter() - start
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
         return measured.metrics
 
     def snapshot(self, step: int, recorder: RunRecorder) -> None:
-        """Hand the flattened parameters at ``step`` to the recorder (finite ones only)."""
+        """Hand the flattened parameters at ``step`` to the recorder (finite ones only), and
+        keep them for the trajectory's PCA when it is enabled."""
         flat = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
         if bool(torch.isfinite(flat).all()):
-            recorder.snapshot(step, flat.to("cpu", torch.float32).numpy())
+            host = flat.to("cpu", torch.float32)
+            recorder.snapshot(step, host.numpy())
+            if self.spec.probes.trajectory is not None:
+                self.snapshots.append((step, host))
+
+    def analyse(
+        self, recorder: RunRecorder, x_train: Tensor, y_train: Tensor, *, lr: float, limits: Limits
+    ) -> None:
+        """The end-of-run analyses of a completed run, recorded at its last step."""
+        step = self.spec.steps
+        values: dict[str, float] = {}
+        options = self.spec.probes.training_jacobian
+        if options is not None:
+            initial, final = self.state.initial, _copy(detached_parameters(self.model))
+
+            def jacobian() -> ProbeMeasurement:
+                return measure_training_jacobian(
+                    options,
+                    self.model,
+                    self.loss_fn,
+                    x_train,
+                    y_train,
+                    initial=initial,
+                    final=final,
+                    lr=lr,
+                    steps=step,
+                    max_parameters=limits.max_training_jacobian_parameters,
+                )
+
+            values |= self._measured("training_jacobian", jacobian, step, recorder)
+        if values:
+            recorder.record(step, values)
 
     def remember_before_update(self) -> None:
         """Keep the parameters before the coming update (for the update/weight ratio)."""
@@ -202,7 +246,7 @@ def train(
     recorder: RunRecorder,
     data_dir: Path,
     device: torch.device,
-    max_parameters: int,
+    limits: Limits,
     should_stop: Callable[[], bool],
 ) -> TrainingResult:
     """Train ``spec`` from scratch, recording into ``recorder``; deterministic on CPU for a
@@ -213,10 +257,14 @@ def train(
     data = load_dataset(spec.data, data_dir=data_dir)
     model = build_model(spec.model, data).to(device)
     n_params = count_parameters(model)
-    if n_params > max_parameters:
+    if n_params > limits.max_parameters:
         raise InvalidSpecError(
-            f"the model has {n_params} parameters, above the configured limit of {max_parameters}"
+            f"the model has {n_params} parameters, above the configured limit of "
+            f"{limits.max_parameters}"
         )
+    if spec.probes.training_jacobian is not None:
+        check_training_jacobian_size(n_params, spec.steps, limits, located=False)
+    snapshot_every = _snapshot_cadence(spec, n_params, limits)
     optimizer, scheduler = build_optimizer(spec.optimizer, model.parameters(), steps=spec.steps)
     loss_fn = loss_function(data.task)
     batch_size = len(data.x_train) if is_full_batch(spec.optimizer) else spec.data.batch_size
@@ -228,8 +276,9 @@ def train(
     every = spec.probes.every
     setup_s = time.perf_counter() - started
     model.train()
-    prober.snapshot(0, recorder)
     for step in range(spec.steps + 1):
+        if step % snapshot_every == 0 or step == spec.steps:
+            prober.snapshot(step, recorder)
         if step % every == 0 or step == spec.steps:
             probe_loss = prober.probe(step, recorder, scheduler.get_last_lr()[0])
             if not math.isfinite(probe_loss):
@@ -251,8 +300,30 @@ def train(
         optimizer.step()
         scheduler.step()
         recorder.progress(step + 1)
-    prober.snapshot(spec.steps, recorder)
+    prober.analyse(recorder, x_train, y_train, lr=spec.optimizer.lr, limits=limits)
     return _ended("completed", spec.steps, started, setup_s, prober)
+
+
+def _snapshot_cadence(spec: RunSpec, n_params: int, limits: Limits) -> int:
+    """Snapshot every this many steps: ``probes.trajectory.snapshot_every`` thinned to the
+    smallest multiple that fits the snapshot limits (the spec's check refuses a cadence that
+    does not fit when it can count the parameters; here the data has told us); without a
+    trajectory, only the first and last steps."""
+    trajectory = spec.probes.trajectory
+    if trajectory is None:
+        return spec.steps or 1
+    every = trajectory.snapshot_every
+    if snapshot_count(spec.steps, every) * 4 * n_params <= limits.max_snapshot_bytes and (
+        snapshot_count(spec.steps, every) <= limits.max_snapshots
+    ):
+        return every
+    fitting = smallest_fitting_cadence(n_params, spec.steps, every, limits)
+    if fitting is None:
+        raise InvalidSpecError(
+            f"even two snapshots of {n_params} parameters exceed max_snapshot_bytes "
+            f"({limits.max_snapshot_bytes} bytes): probes.trajectory cannot be recorded"
+        )
+    return fitting
 
 
 def _ended(

@@ -6,6 +6,7 @@ datasets are read from the configured data directory, never from a path sent by 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
@@ -16,6 +17,18 @@ from dynascope.server.schemas.model_specs import InputKind
 Task = Literal["classification", "regression"]
 
 DIGITS_SAMPLES = 1797
+
+
+@dataclass(frozen=True)
+class ExampleShape:
+    """What a model builder needs to know of a dataset: the shape of one example, the number
+    of outputs, the vocabulary (token inputs) and the kind of input. Loaded datasets carry
+    the same attributes; specs know them without loading data (except ``npz``)."""
+
+    input_shape: tuple[int, ...]
+    num_outputs: int
+    input_kind: InputKind
+    vocab_size: int | None = None
 
 
 class _DataSpecBase(StrictModel):
@@ -32,6 +45,10 @@ class _DataSpecBase(StrictModel):
 
     def train_size(self) -> int | None:
         """Number of training examples, when known without reading files."""
+        return None
+
+    def example_shape(self) -> ExampleShape | None:
+        """The shape of an example and of the outputs, when known without reading files."""
         return None
 
 
@@ -63,6 +80,9 @@ class DigitsSpec(_DataSpecBase):
     def train_size(self) -> int:
         return DIGITS_SAMPLES - test_count(DIGITS_SAMPLES, self.test_fraction)
 
+    def example_shape(self) -> ExampleShape:
+        return ExampleShape((1, 8, 8), 10, "image")
+
 
 class GaussianMixtureSpec(_GeneratedSpecBase):
     """Isotropic Gaussian clusters, one per class, centres ``separation`` apart on average."""
@@ -78,6 +98,9 @@ class GaussianMixtureSpec(_GeneratedSpecBase):
     def _dim_bounded(cls, value: int) -> int:
         return check_at_most(value, limits().max_features, "dim")
 
+    def example_shape(self) -> ExampleShape:
+        return ExampleShape((self.dim,), self.n_classes, "vector")
+
 
 class SpiralsSpec(_GeneratedSpecBase):
     """Interleaved 2-D spirals, one arm per class."""
@@ -86,6 +109,9 @@ class SpiralsSpec(_GeneratedSpecBase):
     n_arms: int = Field(2, ge=2, le=16)
     turns: float = Field(1.5, gt=0.0, le=10.0)
     noise: float = Field(0.1, ge=0.0)
+
+    def example_shape(self) -> ExampleShape:
+        return ExampleShape((2,), self.n_arms, "vector")
 
 
 class TeacherStudentSpec(_GeneratedSpecBase):
@@ -107,6 +133,9 @@ class TeacherStudentSpec(_GeneratedSpecBase):
             check_at_most(width, limits().max_width, "a teacher width")
         return self
 
+    def example_shape(self) -> ExampleShape:
+        return ExampleShape((self.dim,), self.output_dim, "vector")
+
 
 class ModularArithmeticSpec(_DataSpecBase):
     """All pairs (a, b) with a, b < p, as token sequences [a, b, '='], labelled (a op b) mod p:
@@ -122,6 +151,9 @@ class ModularArithmeticSpec(_DataSpecBase):
         pairs = self.modulus**2
         return pairs - test_count(pairs, 1.0 - self.train_fraction)
 
+    def example_shape(self) -> ExampleShape:
+        return ExampleShape((3,), self.modulus, "tokens", vocab_size=self.modulus + 1)
+
 
 class RandomImagesSpec(_GeneratedSpecBase):
     """Synthetic images: a random template per class plus Gaussian noise; with
@@ -135,6 +167,9 @@ class RandomImagesSpec(_GeneratedSpecBase):
     n_classes: int = Field(10, ge=2, le=1000)
     noise: float = Field(1.0, ge=0.0)
     random_labels: bool = False
+
+    def example_shape(self) -> ExampleShape:
+        return ExampleShape((self.channels, self.size, self.size), self.n_classes, "image")
 
 
 class _FileSpecBase(_DataSpecBase):
@@ -150,6 +185,9 @@ class Cifar10Spec(_FileSpecBase):
     """CIFAR-10 in its python-pickle batches, read from ``<data_dir>/cifar-10-batches-py``."""
 
     name: Literal["cifar10"] = "cifar10"
+
+    def example_shape(self) -> ExampleShape:
+        return ExampleShape((3, 32, 32), 10, "image")
 
 
 class MNISTSpec(_FileSpecBase):

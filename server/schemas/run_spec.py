@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from dynascope.server.errors import InvalidSpecError
 from dynascope.server.schemas.base import StrictModel, check_at_most, field_error, limits
 from dynascope.server.schemas.data_specs import DataSpec, input_kind
 from dynascope.server.schemas.model_specs import ModelSpec
 from dynascope.server.schemas.optimizer_specs import OptimizerSpec
+from dynascope.server.settings import Limits
 
 
 class HessianProbeSpec(StrictModel):
@@ -64,6 +73,65 @@ class JacobianProbeSpec(StrictModel):
     chunk_size: int = Field(32, ge=1, le=4096, description="examples per vmap chunk")
 
 
+class TrainingJacobianProbeSpec(StrictModel):
+    """The training Jacobian dθ_T/dθ_0 of the run's own full-batch gradient descent (Belrose &
+    Scherlis 2024), computed once at the end of the run by replaying training in forward mode
+    (P·T Hessian-vector products for P parameters and T steps): its singular values and how
+    many fall in the chaotic (σ > 1 + t), bulk (|σ − 1| ≤ t) and stable (σ < 1 − t) regions.
+    Needs optimizer ``gd`` without weight decay on a constant schedule, a model without
+    dropout, and a model small enough (limits ``max_training_jacobian_parameters`` and
+    ``max_training_jacobian_products``). Replayed in train mode, as the run trained."""
+
+    bulk_tolerance: float = Field(
+        1e-3, gt=0.0, lt=1.0, description="t: singular values within t of one are the bulk"
+    )
+    chunk_size: int = Field(256, ge=1, le=4096, description="Jacobian columns per vmap chunk")
+
+
+class TrajectoryProbeSpec(StrictModel):
+    """Parameter snapshots every ``snapshot_every`` steps (and at the first and last), and at
+    the end of the run their PCA (Antognini & Sohl-Dickstein 2018) beside the random-walk
+    reference (6/π²)/k². Snapshots are float32, compressed; a spec whose snapshots would
+    exceed the ``max_snapshot_bytes`` limit is refused (422) when the model's size is known
+    from the spec; for datasets whose shape is only known from files (npz, MNIST) the worker
+    thins the snapshots to fit and records the cadence it used."""
+
+    snapshot_every: PositiveInt = Field(10, description="a snapshot every this many steps")
+    components: int = Field(10, ge=1, le=50, description="principal components kept")
+
+
+class LandscapeProbeSpec(StrictModel):
+    """Loss landscapes at the end of the run (Li et al. 2018): a 2-D slice around each
+    checkpoint, in the plane of the top-2 PCA directions of the trajectory with the path drawn
+    on it (``pca``; needs ``probes.trajectory``) or of two filter-normalised random directions
+    (``random``); with ``slices``, 1-D slices along a filter-normalised random direction and
+    along the line from initialisation to the last step. Train and held-out loss (accuracy for
+    classifiers) on the probe and held-out batches, in eval mode."""
+
+    plane: Literal["pca", "random"] = Field("pca", description="the 2-D plane")
+    grid: int = Field(21, ge=3, description="grid points per axis")
+    span: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        description="random: coordinates in [-span, span] (filter-normalised units); pca: "
+        "span × the path's extent; line: a in [-span/2, 1 + span/2]",
+    )
+    checkpoints: list[NonNegativeInt] | None = Field(
+        None, min_length=1, max_length=8, description="steps to centre on; default: the last"
+    )
+    slices: bool = Field(True, description="also 1-D slices (random direction, init → final)")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the random directions")
+    chunk_size: int = Field(
+        64, ge=1, le=4096, description="parameter sets per vmap chunk (bounds memory)"
+    )
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_bounded(cls, value: int) -> int:
+        return check_at_most(value, limits().max_landscape_grid, "probes.landscape.grid")
+
+
 class ProbesSpec(StrictModel):
     """What is measured, and how often. Losses and accuracies (train on the probe batch,
     held-out on the test split) are always recorded on the probe cadence."""
@@ -81,6 +149,15 @@ class ProbesSpec(StrictModel):
     )
     jacobian: JacobianProbeSpec | None = Field(
         None, description="Jacobian and NTK spectra; absent: not measured"
+    )
+    training_jacobian: TrainingJacobianProbeSpec | None = Field(
+        None, description="the training Jacobian's spectrum at the end; absent: not measured"
+    )
+    trajectory: TrajectoryProbeSpec | None = Field(
+        None, description="parameter snapshots and their PCA; absent: not measured"
+    )
+    landscape: LandscapeProbeSpec | None = Field(
+        None, description="loss landscapes at the end of the run; absent: not measured"
     )
 
     @field_validator("batch_size")
@@ -111,30 +188,194 @@ class RunSpec(StrictModel):
             self.model.check_input(input_kind(self.data))
         except ValueError as error:
             raise field_error("RunSpec", ("model", "name"), str(error), self.model.name) from None
+        self._check_jacobian()
+        train_size = self.data.train_size()
+        if train_size is not None and self.probes.batch_size > train_size:
+            raise _error(
+                ("probes", "batch_size"),
+                f"probes.batch_size ({self.probes.batch_size}) is larger than the training "
+                f"set ({train_size} examples)",
+                self.probes.batch_size,
+            )
+        self._check_training_jacobian()
+        self._check_landscape()
+        self._check_sizes()
+        return self
+
+    def _check_jacobian(self) -> None:
         jacobian = self.probes.jacobian
         if jacobian is not None and jacobian.input_output and input_kind(self.data) == "tokens":
-            raise field_error(
-                "RunSpec",
+            raise _error(
                 ("probes", "jacobian", "input_output"),
                 "token inputs are not differentiable: the input-output Jacobian needs vector "
                 "or image inputs (the NTK works for every model)",
                 True,
             )
         if jacobian is not None and jacobian.n_inputs > self.probes.batch_size:
-            raise field_error(
-                "RunSpec",
+            raise _error(
                 ("probes", "jacobian", "n_inputs"),
                 f"probes.jacobian.n_inputs ({jacobian.n_inputs}) is larger than "
                 f"probes.batch_size ({self.probes.batch_size})",
                 jacobian.n_inputs,
             )
-        train_size = self.data.train_size()
-        if train_size is not None and self.probes.batch_size > train_size:
-            raise field_error(
-                "RunSpec",
-                ("probes", "batch_size"),
-                f"probes.batch_size ({self.probes.batch_size}) is larger than the training "
-                f"set ({train_size} examples)",
-                self.probes.batch_size,
+
+    def _check_training_jacobian(self) -> None:
+        if self.probes.training_jacobian is None:
+            return
+        where = ("probes", "training_jacobian")
+        optimizer = self.optimizer
+        if optimizer.name != "gd":
+            raise _error(
+                where,
+                "the training Jacobian replays full-batch gradient descent: it needs "
+                f'optimizer "gd", not "{optimizer.name}"',
+                optimizer.name,
             )
-        return self
+        if optimizer.weight_decay != 0.0:
+            raise _error(
+                where,
+                "the training Jacobian replays plain gradient descent: it needs "
+                f"optimizer.weight_decay 0, not {optimizer.weight_decay}",
+                optimizer.weight_decay,
+            )
+        schedule = optimizer.schedule
+        if schedule.name != "constant" or schedule.warmup_steps:
+            raise _error(
+                where,
+                "the training Jacobian replays gradient descent at a constant learning rate: "
+                "it needs optimizer.schedule constant without warmup",
+                schedule.name,
+            )
+        if getattr(self.model, "dropout", 0.0):
+            raise _error(
+                where,
+                "dropout makes training random, so it cannot be replayed: the training "
+                "Jacobian needs model.dropout 0",
+                self.model.dropout,  # type: ignore[union-attr]
+            )
+
+    def _check_landscape(self) -> None:
+        landscape = self.probes.landscape
+        if landscape is None:
+            return
+        if landscape.plane == "pca" and self.probes.trajectory is None:
+            raise _error(
+                ("probes", "landscape", "plane"),
+                'the "pca" plane is spanned by the trajectory\'s principal directions: enable '
+                'probes.trajectory, or use plane "random"',
+                landscape.plane,
+            )
+        for index, step in enumerate(landscape.checkpoints or ()):
+            if step > self.steps:
+                raise _error(
+                    ("probes", "landscape", "checkpoints", index),
+                    f"checkpoint {step} is after the last step ({self.steps})",
+                    step,
+                )
+
+    def _check_sizes(self) -> None:
+        """Limits that depend on the model's parameter count, counted from the spec (when
+        the data spec knows its shapes; otherwise the worker checks them once it has data)."""
+        count = model_parameter_count(self)
+        if count is None:
+            return
+        bounds = limits()
+        if count > bounds.max_parameters:
+            raise _error(
+                ("model",),
+                f"the model has {count} parameters, above the configured limit of "
+                f"{bounds.max_parameters}",
+                self.model.name,
+            )
+        if self.probes.training_jacobian is not None:
+            check_training_jacobian_size(count, self.steps, bounds, located=True)
+        trajectory = self.probes.trajectory
+        if trajectory is not None:
+            check_snapshots(count, self.steps, trajectory.snapshot_every, bounds, located=True)
+
+
+def model_parameter_count(spec: RunSpec) -> int | None:
+    """The spec's model's trainable parameters, counted without data (``None`` when only the
+    data files know the shapes). Builds the model on torch's meta device, so it imports the
+    worker's model registry (and torch) on first use."""
+    from dynascope.worker.registry.models import spec_parameter_count
+
+    return spec_parameter_count(spec.model, spec.data)
+
+
+def snapshot_steps(steps: int, every: int) -> list[int]:
+    """The steps a trajectory snapshots: 0, every multiple of ``every`` and the last."""
+    return sorted(set(range(0, steps + 1, every)) | {steps})
+
+
+def snapshot_count(steps: int, every: int) -> int:
+    """``len(snapshot_steps(steps, every))``, without listing them."""
+    return steps // every + 1 + (1 if steps % every else 0)
+
+
+def check_snapshots(count: int, steps: int, every: int, bounds: Limits, *, located: bool) -> None:
+    """Refuse snapshots of ``count`` parameters every ``every`` of ``steps`` steps beyond the
+    ``max_snapshots`` or ``max_snapshot_bytes`` limits, saying by how much and what cadence
+    fits (a 422 at ``probes.trajectory.snapshot_every``, or an ``InvalidSpecError``)."""
+    n = snapshot_count(steps, every)
+    size = 4 * count * n
+    if n > bounds.max_snapshots or size > bounds.max_snapshot_bytes:
+        fits = smallest_fitting_cadence(count, steps, every, bounds)
+        raise _limit_error(
+            ("probes", "trajectory", "snapshot_every"),
+            f"{n} snapshots of {count} parameters take {size / 2**20:.1f} MiB, above the "
+            f"limits of {bounds.max_snapshots} snapshots and "
+            f"{bounds.max_snapshot_bytes / 2**20:.1f} MiB by "
+            f"{max(0, size - bounds.max_snapshot_bytes) / 2**20:.1f} MiB and "
+            f"{max(0, n - bounds.max_snapshots)} snapshots; "
+            + (f"snapshot_every {fits} fits" if fits else "no cadence fits"),
+            every,
+            located,
+        )
+
+
+def smallest_fitting_cadence(count: int, steps: int, every: int, bounds: Limits) -> int | None:
+    """The smallest multiple of ``every`` whose snapshots fit the limits (``None``: none)."""
+    for multiple in range(every, steps + every, every):
+        n = snapshot_count(steps, multiple)
+        if n <= bounds.max_snapshots and 4 * count * n <= bounds.max_snapshot_bytes:
+            return multiple
+    return None
+
+
+def check_training_jacobian_size(count: int, steps: int, bounds: Limits, *, located: bool) -> None:
+    """Refuse a training Jacobian of a model above ``max_training_jacobian_parameters``, or
+    one whose replay (parameters × steps Hessian-vector products) is above
+    ``max_training_jacobian_products``."""
+    where = ("probes", "training_jacobian")
+    if count > bounds.max_training_jacobian_parameters:
+        raise _limit_error(
+            where,
+            f"the model has {count} parameters, above the training Jacobian's limit of "
+            f"{bounds.max_training_jacobian_parameters} (the matrix is P × P; setting "
+            "DYNASCOPE_LIMIT_MAX_TRAINING_JACOBIAN_PARAMETERS)",
+            count,
+            located,
+        )
+    if count * steps > bounds.max_training_jacobian_products:
+        raise _limit_error(
+            where,
+            f"replaying {steps} steps for {count} parameters costs {count * steps} "
+            "Hessian-vector products, above the training Jacobian's limit of "
+            f"{bounds.max_training_jacobian_products} (setting "
+            "DYNASCOPE_LIMIT_MAX_TRAINING_JACOBIAN_PRODUCTS)",
+            count * steps,
+            located,
+        )
+
+
+def _error(loc: tuple[str | int, ...], message: str, value: object) -> ValidationError:
+    return field_error("RunSpec", loc, message, value)
+
+
+def _limit_error(
+    loc: tuple[str | int, ...], message: str, value: object, located: bool
+) -> Exception:
+    """A located 422 while validating a spec; an ``InvalidSpecError`` (the run fails with the
+    message) when the worker finds it once it has the data."""
+    return _error(loc, message, value) if located else InvalidSpecError(message)

@@ -20,7 +20,14 @@ SPEC = {
 
 
 @pytest.fixture
-def client(embedded_home) -> TestClient:
+def client(embedded_home, monkeypatch) -> TestClient:
+    from dynascope.server.settings import get_settings
+
+    # small limits, so specs of a test's size cross them (mlp 64-16-10: 1210 parameters)
+    monkeypatch.setenv("DYNASCOPE_LIMIT_MAX_TRAINING_JACOBIAN_PARAMETERS", "1000")
+    monkeypatch.setenv("DYNASCOPE_LIMIT_MAX_SNAPSHOT_BYTES", str(4 * 1210 * 15))
+    monkeypatch.setenv("DYNASCOPE_LIMIT_MAX_PARAMETERS", "50000")
+    get_settings.cache_clear()
     with TestClient(create_app()) as client:
         yield client
 
@@ -68,6 +75,32 @@ def test_submit_queues_a_run(client):
         (_with(model={"name": "transformer"}), "model.name", "takes tokens inputs"),
         (_with(optimizer={"name": "sgd", "nesterov": True}), "optimizer", "nesterov needs"),
         (_with(data={"name": "npz", "file": "../../etc/passwd"}), "data.file", "pattern"),
+        (
+            _with(probes__training_jacobian={}),
+            "probes.training_jacobian",
+            'needs optimizer "gd", not "sgd"',
+        ),
+        (
+            _with(probes__training_jacobian={}, optimizer={"name": "gd", "lr": 0.1}),
+            "probes.training_jacobian",
+            "1210 parameters, above the training Jacobian's limit of 1000",
+        ),
+        (
+            _with(probes__trajectory={"snapshot_every": 1}),
+            "probes.trajectory.snapshot_every",
+            "snapshot_every 2 fits",
+        ),
+        (
+            _with(probes__landscape={"plane": "pca"}),
+            "probes.landscape.plane",
+            "enable probes.trajectory",
+        ),
+        (
+            _with(probes__landscape={"plane": "random", "checkpoints": [5, 21]}),
+            "probes.landscape.checkpoints.1",
+            "after the last step",
+        ),
+        (_with(model__widths=[4096] * 4), "model", "above the configured limit of 50000"),
     ],
 )
 def test_bad_specs_are_422_naming_the_field(client, spec, field, words):

@@ -3,7 +3,7 @@ and losses."""
 
 from dynascope.worker.registry.datasets import Dataset, DatasetError, load_dataset
 from dynascope.worker.registry.losses import loss_function
-from dynascope.worker.registry.models import build_model, count_parameters
+from dynascope.worker.registry.models import build_model, count_parameters, spec_parameter_count
 from dynascope.worker.registry.optimizers import (
     build_optimizer,
     is_full_batch,
@@ -21,5 +21,6 @@ __all__ = [
     "load_dataset",
     "loss_function",
     "preconditioned_stability_threshold",
+    "spec_parameter_count",
     "stability_threshold",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -16,6 +17,23 @@ class DatasetError(InvalidSpecError):
     """A dataset could not be loaded: a file is missing or malformed, or the spec asks for
     more examples than the data has. The message says what was expected and where. A data
     spec that this server cannot honour, hence an ``InvalidSpecError``."""
+
+
+class DataShape(Protocol):
+    """What a model builder reads of a dataset: a loaded ``Dataset`` or a spec's
+    ``ExampleShape`` (which builds models without data, e.g. to count their parameters)."""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def num_outputs(self) -> int: ...
+
+    @property
+    def input_kind(self) -> InputKind: ...
+
+    @property
+    def vocab_size(self) -> int | None: ...
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,16 +13,18 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
+from dynascope.server.schemas.data_specs import DataSpec
 from dynascope.server.schemas.model_specs import LinearSpec, MLPSpec, ModelSpec
 from dynascope.worker.registry.activations import activation
-from dynascope.worker.registry.dataset_types import Dataset
+from dynascope.worker.registry.dataset_types import DataShape
 from dynascope.worker.registry.transformer import build_transformer
 from dynascope.worker.registry.vision_models import build_cnn, build_resnet
 
 
-def build_mlp(spec: MLPSpec, dataset: Dataset) -> nn.Module:
+def build_mlp(spec: MLPSpec, dataset: DataShape) -> nn.Module:
     """Flatten, then per width Linear (+ BatchNorm1d) + activation (+ Dropout), then a
     linear head; ``bias`` applies to the hidden and head layers."""
     in_features = math.prod(dataset.input_shape)
@@ -42,7 +44,7 @@ def build_mlp(spec: MLPSpec, dataset: Dataset) -> nn.Module:
     return nn.Sequential(layers)
 
 
-def build_linear(spec: LinearSpec, dataset: Dataset) -> nn.Module:
+def build_linear(spec: LinearSpec, dataset: DataShape) -> nn.Module:
     """Flatten and one affine map: linear or (multinomial) logistic regression."""
     return nn.Sequential(
         OrderedDict(
@@ -52,7 +54,7 @@ def build_linear(spec: LinearSpec, dataset: Dataset) -> nn.Module:
     )
 
 
-MODEL_BUILDERS: dict[str, Callable[[Any, Dataset], nn.Module]] = {
+MODEL_BUILDERS: dict[str, Callable[[Any, DataShape], nn.Module]] = {
     "mlp": build_mlp,
     "linear": build_linear,
     "cnn": build_cnn,
@@ -62,7 +64,7 @@ MODEL_BUILDERS: dict[str, Callable[[Any, Dataset], nn.Module]] = {
 """Builder of each architecture, by spec name."""
 
 
-def build_model(spec: ModelSpec, dataset: Dataset) -> nn.Module:
+def build_model(spec: ModelSpec, dataset: DataShape) -> nn.Module:
     """The network a model spec describes, sized for ``dataset``: its forward maps a batch of
     the dataset's inputs to (N, num_outputs) outputs. Raises ``ValueError`` if the
     architecture cannot read the dataset's inputs. Initial weights come from torch's
@@ -74,3 +76,15 @@ def build_model(spec: ModelSpec, dataset: Dataset) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """Number of scalar parameters (buffers such as batch-norm statistics excluded)."""
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+def spec_parameter_count(model: ModelSpec, data: DataSpec) -> int | None:
+    """Number of trainable parameters of the model a spec describes, without data and without
+    memory: the model is built on torch's ``meta`` device from the data spec's
+    :meth:`example_shape`. ``None`` when the shape is only known from the data files (npz,
+    MNIST). Raises ``ValueError`` if the model cannot read the dataset's inputs."""
+    shape = data.example_shape()
+    if shape is None:
+        return None
+    with torch.device("meta"):
+        return count_parameters(build_model(model, shape))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from dynascope.server.schemas.model_specs import TransformerSpec
-from dynascope.worker.registry.dataset_types import Dataset
+from dynascope.worker.registry.dataset_types import DataShape
 
 
 class CausalSelfAttention(nn.Module):
@@ -99,7 +99,7 @@ class DecoderTransformer(nn.Module):
         return self.head(self.hidden_states(tokens)[:, -1])
 
 
-def build_transformer(spec: TransformerSpec, dataset: Dataset) -> nn.Module:
+def build_transformer(spec: TransformerSpec, dataset: DataShape) -> nn.Module:
     """The decoder-only transformer for a token dataset (vocabulary and sequence length
     from the dataset); the MLP width is ``d_ff`` or 4·d_model."""
     if dataset.vocab_size is None or len(dataset.input_shape) != 1:

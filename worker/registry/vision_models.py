@@ -9,7 +9,7 @@ from torch import nn
 
 from dynascope.server.schemas.model_specs import Activation, CNNSpec, ResNetSpec
 from dynascope.worker.registry.activations import activation
-from dynascope.worker.registry.dataset_types import Dataset
+from dynascope.worker.registry.dataset_types import DataShape
 
 
 def _norm(channels: int, batch_norm: bool) -> nn.Module:
@@ -67,14 +67,14 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
-def _image_shape(dataset: Dataset) -> tuple[int, int, int]:
+def _image_shape(dataset: DataShape) -> tuple[int, int, int]:
     if len(dataset.input_shape) != 3:
         raise ValueError(f"expected (C, H, W) images, the dataset gives {dataset.input_shape}")
     channels, height, width = dataset.input_shape
     return channels, height, width
 
 
-def build_cnn(spec: CNNSpec, dataset: Dataset) -> nn.Module:
+def build_cnn(spec: CNNSpec, dataset: DataShape) -> nn.Module:
     """One stage per entry of ``channels``: conv (+ batch norm) + activation, a residual basic
     block if ``residual``, and a 2x2 max-pool while the feature map is at least 2x2; then
     global average pooling and a linear head."""
@@ -105,7 +105,7 @@ def build_cnn(spec: CNNSpec, dataset: Dataset) -> nn.Module:
     return nn.Sequential(stages)
 
 
-def build_resnet(spec: ResNetSpec, dataset: Dataset) -> nn.Module:
+def build_resnet(spec: ResNetSpec, dataset: DataShape) -> nn.Module:
     """CIFAR-style ResNet (He et al. 2016, section 4.2): a 3x3 stem to ``width`` channels,
     three stages of ``depth`` basic blocks with width, 2·width and 4·width channels (stride 2
     and a 1x1 projection shortcut at the start of stages 2 and 3), batch norm if
