@@ -87,12 +87,12 @@ def execute_run(run_id: int, *, settings: Settings | None = None) -> str:
                 limits=settings.limits,
                 should_stop=lambda: heartbeat.stop_reason is not None or SHUTDOWN.is_set(),
             )
+            recorder.flush()
         except (DynascopeError, DatasetError) as error:
             return _fail(run_id, recorder, str(error))
         except Exception as error:
             log.exception("run %s failed", run_id)
             return _fail(run_id, recorder, f"{type(error).__name__}: {error}")
-        recorder.flush()
         status, error = _final_status(result, heartbeat.stop_reason)
         finish_run(
             run_id,

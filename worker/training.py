@@ -39,6 +39,7 @@ from dynascope.server.settings import Limits
 from dynascope.worker.analyses import measure_training_jacobian
 from dynascope.worker.batches import minibatch_indices
 from dynascope.worker.curvature_probe import CurvatureProber, ProbeMeasurement
+from dynascope.worker.geometry_probe import measure_landscapes, measure_trajectory
 from dynascope.worker.jacobian_probe import JacobianProber
 from dynascope.worker.probes import (
     detached_parameters,
@@ -106,6 +107,8 @@ class _Prober:
         self.seconds: dict[str, float] = {"loss": 0.0, "norms": 0.0}
         self.optimizer = optimizer
         self.snapshots: list[tuple[int, Tensor]] = []
+        self.snapshot_every = spec.steps or 1
+        self.checkpoints: dict[int, dict[str, Tensor]] = {}
         self.curvature = (
             CurvatureProber(spec, model, self.loss_fn, data.task) if spec.probes.hessian else None
         )
@@ -229,6 +232,67 @@ class _Prober:
             values |= self._measured("training_jacobian", jacobian, step, recorder)
         if values:
             recorder.record(step, values)
+        self._geometry(recorder)
+
+    def _geometry(self, recorder: RunRecorder) -> None:
+        """Trajectory PCA and loss landscapes (eval mode), recorded at their steps."""
+        trajectory, landscape = self.spec.probes.trajectory, self.spec.probes.landscape
+        if trajectory is None and landscape is None:
+            return
+        last = self.spec.steps
+        steps = [step for step, _ in self.snapshots]
+        stacked = torch.stack([flat for _, flat in self.snapshots]) if self.snapshots else None
+        pca = None
+        if trajectory is not None and stacked is not None:
+            started = time.perf_counter()
+            measured, pca = measure_trajectory(
+                trajectory, steps, stacked, snapshot_every=self.snapshot_every
+            )
+            self._record(recorder, last, measured, "trajectory", started)
+        if landscape is None:
+            return
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            started = time.perf_counter()
+            final = _copy(detached_parameters(self.model))
+            device_snapshots = None if stacked is None else stacked.to(self.x_probe.device)
+            measured_list = measure_landscapes(
+                landscape, self.model, self.loss_fn, self.task,
+                (self.x_probe, self.y_probe), (self.x_held, self.y_held),
+                checkpoints=self.checkpoints | (
+                    {last: final} if last in (landscape.checkpoints or [last]) else {}
+                ),
+                initial=self.state.initial, final=final, last_step=last,
+                snapshots=device_snapshots, snapshot_steps=steps, pca=pca,
+            )  # fmt: skip
+            for step, measured in measured_list:
+                self._record(recorder, step, measured, "landscape", started)
+                started = time.perf_counter()
+        finally:
+            self.model.train(was_training)
+
+    def _record(
+        self,
+        recorder: RunRecorder,
+        step: int,
+        measured: ProbeMeasurement,
+        name: str,
+        started: float,
+    ) -> None:
+        for kind, values, meta in measured.arrays:
+            recorder.record_array(step, kind, values, meta)
+        if measured.metrics:
+            recorder.record(step, measured.metrics)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def keep_checkpoint(self, step: int) -> None:
+        """Keep the parameters at ``step`` if a landscape is centred there (the last step's
+        are taken at the end)."""
+        landscape = self.spec.probes.landscape
+        wanted = () if landscape is None else landscape.checkpoints or ()
+        if step in wanted and step != self.spec.steps:
+            self.checkpoints[step] = _copy(detached_parameters(self.model))
 
     def remember_before_update(self) -> None:
         """Keep the parameters before the coming update (for the update/weight ratio)."""
@@ -273,12 +337,14 @@ def train(
     )
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     prober = _Prober(spec, model, data, device, optimizer)
+    prober.snapshot_every = snapshot_every
     every = spec.probes.every
     setup_s = time.perf_counter() - started
     model.train()
     for step in range(spec.steps + 1):
         if step % snapshot_every == 0 or step == spec.steps:
             prober.snapshot(step, recorder)
+        prober.keep_checkpoint(step)
         if step % every == 0 or step == spec.steps:
             probe_loss = prober.probe(step, recorder, scheduler.get_last_lr()[0])
             if not math.isfinite(probe_loss):
