@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 import dynascope.frontend
 from dynascope.server import VERSION
-from dynascope.server.api.routes import health, registry, runs
+from dynascope.server.api.routes import events, geometry, health, registry, runs, vendor
 from dynascope.server.db.session import session_scope
 from dynascope.server.errors import DynascopeError
 from dynascope.server.queue import make_celery
@@ -87,6 +87,9 @@ async def _reap_forever(settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The dynascope API (and dashboard) for ``settings`` (the environment's by default)."""
     settings = settings or get_settings()
+    # Spec validation counts a model's parameters with the worker's model registry (torch);
+    # import it now, not on the first POST.
+    import dynascope.worker.registry.models  # noqa: F401
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,7 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(DynascopeError, _dynascope_error)  # type: ignore[arg-type]
-    for module in (runs, registry, health):
+    for module in (runs, geometry, registry, health, events):
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(vendor.router)
     app.mount("/", StaticFiles(directory=FRONTEND_DIR, html=True), name="dashboard")
     return app

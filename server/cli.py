@@ -52,7 +52,10 @@ def _serve(host: str, port: int) -> None:
 
     from dynascope.server.app import create_app
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    # open event streams (the dashboard's) must not hold Ctrl-C for long
+    uvicorn.run(
+        create_app(), host=host, port=port, log_level="info", timeout_graceful_shutdown=2
+    )
 
 
 @main.command()

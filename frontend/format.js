@@ -1,0 +1,116 @@
+// Formatting of numbers, times and run specs, and the status badge and progress bar.
+import { h } from "./dom.js";
+
+export const STATUSES = ["queued", "running", "completed", "failed", "diverged", "cancelled"];
+export const ACTIVE = new Set(["queued", "running"]);
+
+/** A number in at most 4 significant digits ("—" for null). */
+export function num(value) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "—";
+  if (typeof value !== "number") return String(value);
+  if (value === 0) return "0";
+  const magnitude = Math.abs(value);
+  if (magnitude >= 1e5 || magnitude < 1e-3) return value.toExponential(2);
+  return String(Number(value.toPrecision(4)));
+}
+
+export function percent(value) {
+  return value === null || value === undefined ? "—" : `${(100 * value).toFixed(1)}%`;
+}
+
+/** "850 ms", "12.3 s", "4 min 05 s", "2 h 03 min". */
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min ${String(Math.round(seconds % 60)).padStart(2, "0")} s`;
+  return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} min`;
+}
+
+export function when(iso) {
+  if (!iso) return "—";
+  const date = new Date(iso);
+  const today = new Date().toDateString() === date.toDateString();
+  return today
+    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })
+    : date.toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+}
+
+export function statusBadge(run) {
+  const text = run.status === "diverged" && run.diverged_step !== null
+    ? `diverged @ ${run.diverged_step}`
+    : run.cancel_requested && run.status === "running" ? "cancelling" : run.status;
+  return h("span", { class: `status status-${run.status}`, dataset: { status: run.status } }, text);
+}
+
+export function progressBar(run) {
+  return h("span", { class: "progress" },
+    h("progress", { max: run.steps || 1, value: run.step, "aria-label": `step ${run.step} of ${run.steps}` }),
+    h("span", {}, `${run.step.toLocaleString()} / ${run.steps.toLocaleString()}`));
+}
+
+/** "#12 name" (or "#12" for unnamed runs). */
+export function runLabel(run) {
+  return run.name ? `#${run.id} ${run.name}` : `#${run.id}`;
+}
+
+/** The hyperparameters that say what a run is, in a few words per part. */
+export function keyHyperparameters(spec) {
+  const model = spec.model ?? {};
+  const data = spec.data ?? {};
+  const optimizer = spec.optimizer ?? {};
+  const shape = model.widths ?? model.channels;
+  const modelText = [
+    model.name,
+    shape ? shape.join("-") : model.width ? `w${model.width}` : model.d_model ? `d${model.d_model}` : "",
+    model.activation ?? "",
+  ].filter(Boolean).join(" ");
+  const optimizerText = [
+    optimizer.name,
+    `lr ${num(optimizer.lr)}`,
+    optimizer.momentum ? `β ${optimizer.momentum}` : "",
+    optimizer.weight_decay ? `wd ${num(optimizer.weight_decay)}` : "",
+    optimizer.schedule && optimizer.schedule.name !== "constant" ? optimizer.schedule.name : "",
+  ].filter(Boolean).join(" ");
+  return {
+    model: modelText,
+    data: `${data.name ?? "?"} · bs ${data.batch_size ?? "?"}`,
+    optimizer: optimizerText,
+    seed: spec.seed,
+  };
+}
+
+/** {"model.widths": "128, 128", "optimizer.lr": 0.1, ...}: every leaf of a spec. */
+export function flattenSpec(spec, prefix = "", out = {}) {
+  for (const [key, value] of Object.entries(spec ?? {})) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+      flattenSpec(value, path, out);
+    } else {
+      out[path] = Array.isArray(value) ? value.join(", ") : value;
+    }
+  }
+  return out;
+}
+
+/** The leaves whose values differ between the specs (a leaf missing in one counts). */
+export function differingKeys(specs, ignore = ["name"]) {
+  const flat = specs.map((spec) => flattenSpec(spec));
+  const keys = new Set(flat.flatMap((f) => Object.keys(f)));
+  return [...keys].filter((key) => !ignore.includes(key)
+    && new Set(flat.map((f) => JSON.stringify(f[key] ?? null))).size > 1).sort();
+}
+
+/** "lr" for "optimizer.lr" unless two keys share the last part. */
+export function shortKeys(keys) {
+  const last = (key) => key.split(".").at(-1);
+  const counts = {};
+  for (const key of keys) counts[last(key)] = (counts[last(key)] ?? 0) + 1;
+  return Object.fromEntries(keys.map((key) => [key, counts[last(key)] > 1 ? key : last(key)]));
+}
+
+/** ``spec`` at a dotted ``path`` (undefined when absent). */
+export function at(spec, path) {
+  return path.split(".").reduce((node, part) => (node == null ? undefined : node[part]), spec);
+}

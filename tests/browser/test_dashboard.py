@@ -1,0 +1,425 @@
+"""The dashboard in a real browser against a real instance: submit a run through the form
+and watch it complete live, every enabled chart of a run drawn with data, two runs compared,
+a 422 shown next to the field it names, keyboard-only use."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the browser fixture skips (or fails) every test, saying why
+    expect = None
+
+from tests.integration.processes import small_spec, wait_for_run
+
+pytestmark = pytest.mark.integration
+
+PROBES = {
+    "every": 10,
+    "batch_size": 128,
+    "hessian": {"top_k": 2, "min_eigenvalue": True, "trace": True, "density": True},
+    "jacobian": {"n_inputs": 16, "top_k": 10},
+}
+DRAWN_WITH_HESSIAN_AND_JACOBIAN = {
+    "loss", "accuracy", "weight_norms", "update_ratios", "grad_norm", "distance",
+    "sharpness", "min_eigenvalue", "trace", "density", "jacobian_io", "ntk", "ntk_velocity",
+    "cost_time", "cost_totals",
+}  # fmt: skip
+END_OF_RUN = {"training_jacobian", "landscape_contour", "landscape_surface",
+              "landscape_slices", "trajectory", "explained_variance"}  # fmt: skip
+
+CHART_STATES = """() => Object.fromEntries([...document.querySelectorAll("[data-chart]")]
+  .map((el) => {
+  const traces = el.querySelector(".plot").data ?? [];
+  const points = traces.reduce(
+    (n, t) => n + (t.z ? t.z.flat().length : (t.y ?? t.x ?? []).length), 0);
+  return [el.dataset.chart, {
+    state: el.dataset.state, traces: traces.length, points,
+    names: traces.map((t) => t.name ?? ""), colors: traces.map((t) => t.line?.color ?? null),
+    message: el.querySelector(".state-message").textContent,
+  }];
+}))"""
+
+
+def field(page: Any, path: str) -> Any:
+    """The input (or select) of the form field named ``path`` ("model.widths")."""
+    return page.locator(f'[data-field="{path}"]').locator("input, select").first
+
+
+def submit(base: str, spec: dict[str, Any]) -> int:
+    response = httpx.post(f"{base}/api/v1/runs", json=spec)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+@pytest.fixture(scope="module")
+def probed_run(dashboard) -> int:
+    """A finished run with the curvature and Jacobian probes."""
+    spec = small_spec(name="probed", model={"name": "mlp", "widths": [16]}, probes=PROBES)
+    run_id = submit(dashboard, spec)
+    assert wait_for_run(dashboard, run_id)["status"] == "completed"
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def two_runs(dashboard) -> tuple[int, int]:
+    """Two finished runs that differ only in their learning rate."""
+    ids = tuple(
+        submit(dashboard, small_spec(name="pair", optimizer={"name": "sgd", "lr": lr}, steps=80))
+        for lr in (0.05, 0.2)
+    )
+    for run_id in ids:
+        assert wait_for_run(dashboard, run_id)["status"] == "completed"
+    return ids  # type: ignore[return-value]
+
+
+def test_submit_through_the_form_and_watch_it_complete_live(page, screenshots):
+    page.goto("/#/new")
+    field(page, "name").fill("from-the-form")
+    field(page, "steps").fill("200")
+    field(page, "model.widths").fill("16")
+    field(page, "data.batch_size").fill("64")
+    field(page, "probes.every").fill("20")
+    field(page, "probes.batch_size").fill("128")
+    page.locator('[data-field="probes.hessian"] > legend input').check()
+    field(page, "probes.hessian.top_k").fill("2")
+    field(page, "probes.hessian.trace").check()
+    page.screenshot(path=screenshots / "form.png", full_page=True)
+    # The document stays (hash routes): note every status each table row shows, from the
+    # moment it appears, to see the row change without a reload.
+    page.evaluate(
+        """() => {
+          window.notReloaded = true;
+          window.seen = {};
+          new MutationObserver(() => {
+            for (const row of document.querySelectorAll("#runs-table tr[data-run-id]")) {
+              const seen = (window.seen[row.dataset.runId] ??= []);
+              if (seen.at(-1) !== row.dataset.status) seen.push(row.dataset.status);
+            }
+          }).observe(document.body, { subtree: true, childList: true, attributes: true });
+        }"""
+    )
+    page.get_by_role("button", name="Start run").click()
+
+    page.wait_for_url("**/#/runs")
+    row = page.locator("#runs-table tr[data-run-id]", has_text="from-the-form")
+    expect(row).to_have_count(1)
+    expect(page.get_by_role("status").filter(has_text="submitted")).to_be_visible()
+    expect(row.locator(".status")).to_have_text("completed", timeout=180_000)
+    expect(row.locator("progress")).to_have_attribute("value", "200")
+    run_id = int(row.get_attribute("data-run-id"))
+    seen = page.evaluate(f"window.seen['{run_id}']")
+    assert len(seen) >= 2 and seen[0] in {"queued", "running"} and seen[-1] == "completed", seen
+    assert page.evaluate("window.notReloaded") is True  # updated live, not reloaded
+    assert any(url.endswith("/api/v1/events") for url in page.requests)  # server-sent events
+    page.screenshot(path=screenshots / "runs.png", full_page=True)
+
+    created = page.evaluate(f"fetch('/api/v1/runs/{run_id}').then((r) => r.json())")
+    assert created["spec"]["model"]["widths"] == [16] and created["steps"] == 200
+    assert created["spec"]["probes"]["hessian"]["trace"] is True
+    assert created["spec"]["probes"]["jacobian"] is None  # left off in the form
+
+
+def test_detail_draws_every_enabled_chart(page, probed_run, screenshots):
+    page.goto(f"/#/runs/{probed_run}")
+    page.wait_for_selector("html[data-charts-drawn]", timeout=30_000)
+    charts = page.evaluate(CHART_STATES)
+    page.screenshot(path=screenshots / "detail.png", full_page=True)
+    for name in DRAWN_WITH_HESSIAN_AND_JACOBIAN:
+        chart = charts[name]
+        assert chart["state"] == "drawn" and chart["traces"] > 0 and chart["points"] > 0, (
+            name,
+            chart,
+        )
+    for name in END_OF_RUN:  # those probes were not enabled: the chart says so
+        assert charts[name]["state"] == "empty", (name, charts[name])
+        assert "not enabled" in charts[name]["message"], (name, charts[name])
+    # the loss has its minibatch series at every step (60 steps + the last)
+    assert charts["loss"]["points"] >= 60
+    # sharpness is drawn against its stability threshold
+    assert any("lr" in name for name in charts["sharpness"]["names"])
+    # each chart says what it shows and where the method comes from
+    captions = page.locator("[data-chart] .caption .source")
+    assert captions.count() == len(charts)
+
+
+def test_detail_follows_a_running_run_live(page, dashboard):
+    run_id = submit(
+        dashboard, small_spec(name="live", steps=3000, probes={"every": 100, "batch_size": 128})
+    )
+    page.goto(f"/#/runs/{run_id}")
+    page.evaluate("window.notReloaded = true")
+    expect(page.locator(".run-head .status")).to_have_text("completed", timeout=120_000)
+    # the charts were redrawn up to the last step, from the stream's final event
+    page.wait_for_function(
+        "() => document.querySelector('[data-chart=loss] .plot').data?.[0].x.at(-1) === 2999",
+        timeout=30_000,
+    )
+    expect(page.locator(".run-head progress")).to_have_attribute("value", "3000")
+    assert page.evaluate("window.notReloaded") is True
+    assert any(url.endswith(f"/api/v1/runs/{run_id}/events") for url in page.requests)
+
+
+def test_failed_or_diverged_run_shows_its_error_and_step(page, dashboard):
+    spec = small_spec(
+        name="diverging",
+        model={"name": "mlp", "widths": [32], "activation": "relu"},
+        data={"name": "teacher_student", "n_samples": 500, "dim": 8, "batch_size": 64},
+        optimizer={"name": "sgd", "lr": 3.0},
+        steps=200,
+        probes={"every": 10, "batch_size": 128},
+    )
+    run = wait_for_run(dashboard, submit(dashboard, spec))
+    assert run["status"] == "diverged"
+    page.goto(f"/#/runs/{run['id']}")
+    banner = page.locator("#run-error")
+    expect(banner).to_contain_text(f"Diverged at step {run['diverged_step']}")
+    expect(banner).to_contain_text("non-finite")
+    page.wait_for_selector("html[data-charts-drawn]", timeout=30_000)
+    loss = page.evaluate(
+        "() => document.querySelector('[data-chart=loss] .plot').layout.shapes.map((s) => s.x0)"
+    )
+    assert loss == [run["diverged_step"]]  # the charts mark the step
+
+
+def test_compare_two_runs(page, two_runs, screenshots):
+    low, high = two_runs
+    page.goto(f"/#/compare?ids={low},{high}")
+    page.wait_for_selector("html[data-charts-drawn]", timeout=30_000)
+    legend = page.locator(".legend li")
+    expect(legend).to_have_count(2)
+    expect(legend.nth(0)).to_contain_text("lr=0.05")
+    expect(legend.nth(1)).to_contain_text("lr=0.2")
+    charts = page.evaluate(CHART_STATES)
+    page.screenshot(path=screenshots / "compare.png", full_page=True)
+    for name in ("batch_loss", "train_loss", "test_loss", "test_accuracy", "grad_norm"):
+        assert charts[name]["state"] == "drawn" and charts[name]["traces"] == 2, charts[name]
+    # one colour per run, the same on every chart
+    colours = charts["train_loss"]["colors"]
+    assert len(set(colours)) == 2 and charts["grad_norm"]["colors"] == colours
+    assert charts["sharpness"]["state"] == "empty"  # neither run measured it: said so
+    # the spec table shows only what differs
+    rows = page.locator("#spec-table tbody tr").evaluate_all(
+        "(rows) => rows.map((r) => r.dataset.field)"
+    )
+    assert set(rows) == {"optimizer.lr"}
+    page.locator("#compare-all").check()
+    assert page.locator("#spec-table tbody tr").count() > 10
+
+    # x-axis by wall time, smoothing, log axes: all in the URL, so the view can be shared
+    page.select_option("#compare-x", "wall")
+    page.locator("#compare-smooth").evaluate(
+        "(el) => { el.value = '0.8'; el.dispatchEvent(new Event('input')); }"
+    )
+    page.locator("#compare-log").click()
+    page.wait_for_function(
+        "() => document.querySelector('[data-chart=batch_loss] .plot').data.length === 4"
+    )
+    assert "x=wall" in page.url and "smooth=0.8" in page.url
+    layout = page.evaluate(
+        "() => { const p = document.querySelector('[data-chart=batch_loss] .plot');"
+        " return {type: p.layout.yaxis.type, title: p.layout.xaxis.title.text,"
+        " lastX: p.data[1].x.at(-1)}; }"
+    )
+    assert layout["type"] == "log" and layout["title"].startswith("wall time")
+    assert 0 < layout["lastX"] < 120  # seconds, not steps
+    page.reload()
+    page.wait_for_selector("html[data-charts-drawn]", timeout=30_000)
+    assert page.locator("#compare-x").input_value() == "wall"
+    assert page.locator("#compare-smooth").input_value() == "0.8"
+
+
+def test_server_422_is_shown_next_to_the_field_it_names(page, dashboard):
+    before = httpx.get(f"{dashboard}/api/v1/runs").json()["count"]
+    page.goto("/#/new")
+    # larger than the digits training set: only the server knows
+    field(page, "probes.batch_size").fill("5000")
+    page.get_by_role("button", name="Start run").click()
+    error = page.locator('[data-field="probes.batch_size"] > .field-error')
+    expect(error).to_contain_text("larger than the training set")
+    expect(page.locator(".error-summary")).to_contain_text("probes.batch_size")
+    assert field(page, "probes.batch_size").get_attribute("aria-invalid") == "true"
+    assert "#/new" in page.url
+    assert httpx.get(f"{dashboard}/api/v1/runs").json()["count"] == before
+
+    # what the schema forbids is caught before anything is sent
+    posts = len([url for url in page.requests if url.endswith("/api/v1/runs")])
+    field(page, "probes.batch_size").fill("128")
+    field(page, "model.widths").fill("16, -3")
+    page.get_by_role("button", name="Start run").click()
+    expect(page.locator('[data-field="model.widths"] > .field-error')).to_contain_text(
+        "entry 2 (-3) must be greater than 0"
+    )
+    assert len([url for url in page.requests if url.endswith("/api/v1/runs")]) == posts
+
+
+def test_clone_starts_from_a_copy_of_the_spec(page, two_runs):
+    low, _ = two_runs
+    page.goto(f"/#/runs/{low}")
+    page.get_by_role("link", name="Clone this run").click()
+    expect(field(page, "name")).to_have_value("pair (copy)")
+    expect(field(page, "optimizer.lr")).to_have_value("0.05")
+    expect(field(page, "steps")).to_have_value("80")
+
+
+def test_runs_table_filters_by_status_name_and_hyperparameter(page, two_runs):
+    low, high = two_runs
+    page.goto("/#/runs")
+    rows = page.locator("#runs-table tr[data-run-id]")
+    expect(rows.first).to_be_visible()
+    page.locator("#filter-hp").fill("lr=0.2")
+    expect(page.locator(f'#runs-table tr[data-run-id="{high}"]')).to_be_visible()
+    expect(page.locator(f'#runs-table tr[data-run-id="{low}"]')).to_have_count(0)
+    assert all("lr 0.2" in text for text in rows.locator("td:nth-child(8)").all_inner_texts()), (
+        rows.all_inner_texts()
+    )
+    page.locator("#filter-hp").fill("lr<0.1 steps>=80")
+    expect(page.locator(f'#runs-table tr[data-run-id="{low}"]')).to_be_visible()
+    expect(page.locator(f'#runs-table tr[data-run-id="{high}"]')).to_have_count(0)
+    page.locator("#filter-name").fill("pair")
+    page.select_option("#filter-status", "completed")
+    expect(rows).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"status=completed.*name=pair|name=pair.*status=completed"))
+    assert "hp=" in page.url
+    page.reload()  # the filters are in the URL
+    expect(rows).to_have_count(1)
+    assert page.locator("#filter-hp").input_value() == "lr<0.1 steps>=80"
+
+
+def test_keyboard_only_selection_and_compare(page, two_runs):
+    page.goto("/#/runs")
+    expect(page.locator("#runs-table tr[data-run-id]").first).to_be_visible()
+    # the table lists the newest first
+    checkboxes = [f'input[aria-label="Select run {run_id}"]' for run_id in sorted(two_runs)[::-1]]
+    for target in checkboxes:
+        for _ in range(80):
+            page.keyboard.press("Tab")
+            if page.evaluate(f"document.activeElement.matches('{target}')"):
+                break
+        else:
+            pytest.fail(f"Tab never reached {target}")
+        page.keyboard.press("Space")
+    for _ in range(80):
+        page.keyboard.press("Shift+Tab")
+        if page.evaluate("document.activeElement.id === 'compare-selected'"):
+            break
+    else:
+        pytest.fail("Shift+Tab never reached the compare button")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/#/compare?ids={min(two_runs)},{max(two_runs)}")
+    expect(page.locator(".legend li")).to_have_count(2)
+
+
+def test_trajectory_and_landscapes_of_a_real_run(page, dashboard, screenshots):
+    spec = small_spec(
+        name="geometry",
+        model={"name": "mlp", "widths": [8]},
+        probes={
+            "every": 20,
+            "batch_size": 128,
+            "trajectory": {"snapshot_every": 10, "components": 4},
+            "landscape": {"plane": "pca", "grid": 5},
+        },
+    )
+    run = wait_for_run(dashboard, submit(dashboard, spec))
+    assert run["status"] == "completed", run
+    page.goto(f"/#/runs/{run['id']}")
+    page.wait_for_selector("html[data-charts-drawn]", timeout=30_000)
+    charts = page.evaluate(CHART_STATES)
+    page.locator('[data-group="Loss landscape"]').screenshot(
+        path=screenshots / "real-landscape.png"
+    )
+    for name in END_OF_RUN - {"training_jacobian"}:
+        assert charts[name]["state"] == "drawn" and charts[name]["points"] > 0, (name, charts[name])
+    assert charts["landscape_contour"]["traces"] == 3  # the plane, the path, its ends
+    assert charts["explained_variance"]["points"] == 2 * 4  # ratios and the reference
+
+
+def _grid(axes: list[list[float]], offset: float = 0.0) -> list[list[float]]:
+    """A bowl: entry [i][j] at (axes[0][i], axes[1][j]), as the API serves landscapes."""
+    return [[offset + 0.5 + a * a + 2 * b * b for b in axes[1]] for a in axes[0]]
+
+
+def _end_of_run_payloads(step: int) -> dict[str, Any]:
+    """The end-of-run results (trajectory, landscapes, training Jacobian) in the shapes the
+    API documents, for a run that did not compute them."""
+    a = [-1 + 0.2 * i for i in range(11)]
+    b = [-1 + 0.25 * j for j in range(9)]
+    line = [-0.5 + 0.1 * i for i in range(21)]
+    path_steps = list(range(0, step + 1, 10))
+    path = [
+        [0.8 - 0.8 * k / len(path_steps), 0.5 - 0.5 * k / len(path_steps)]
+        for k in range(len(path_steps))
+    ]
+    losses = [0.5 + x * x + 2 * y * y for x, y in path]
+    return {
+        "trajectory": {
+            "step": step, "steps": path_steps,
+            "explained_variance_ratio": [0.82, 0.12, 0.06],
+            "random_walk_reference": [0.61, 0.15, 0.07],
+            "coordinates": [[x, y, 0.01 * k] for k, (x, y) in enumerate(path)], "meta": {},
+        },
+        "landscapes": [
+            {"step": step, "kind": "landscape_pca", "plane": "pca", "dims": 2, "axes": [a, b],
+             "train_loss": _grid([a, b]), "test_loss": _grid([a, b], 0.1),
+             "train_accuracy": None, "test_accuracy": None,
+             "path": {"steps": path_steps, "coordinates": path, "loss": losses,
+                      "plane_loss": losses, "residual": [0.01] * len(path)}, "meta": {}},
+            {"step": step, "kind": "landscape_random_1d", "plane": "random", "dims": 1,
+             "axes": [a], "train_loss": [0.5 + x * x for x in a],
+             "test_loss": [0.6 + x * x for x in a], "train_accuracy": None,
+             "test_accuracy": None, "path": None, "meta": {}},
+            {"step": step, "kind": "landscape_line", "plane": "line", "dims": 1, "axes": [line],
+             "train_loss": [2.3 - 1.8 * t for t in line],
+             "test_loss": [2.4 - 1.8 * t for t in line],
+             "train_accuracy": None, "test_accuracy": None, "path": None, "meta": {}},
+        ],
+        "training_jacobian": {
+            "step": step, "shape": [40], "values": [8.0, 3.0, 1.5] + [1.0] * 30 + [0.5] * 7,
+            "meta": {"chaotic": 3, "bulk": 30, "stable": 7, "bulk_tolerance": 1e-3,
+                     "chaotic_threshold": 1.001, "stable_threshold": 0.999},
+        },
+    }  # fmt: skip
+
+
+def test_end_of_run_charts_draw_from_the_documented_shapes(page, probed_run, screenshots):
+    """Trajectory PCA, 2-D landscape (contour and surface, with the path), 1-D slices and the
+    training-Jacobian spectrum, drawn from responses shaped as the API documents them."""
+    step = 60
+    fake = _end_of_run_payloads(step)
+
+    def run(route):
+        body = route.fetch().json()
+        body["spec"]["probes"] |= {"trajectory": {}, "landscape": {}, "training_jacobian": {}}
+        route.fulfill(json=body)
+
+    def spectra(route):
+        body = route.fetch().json()
+        body["spectra"]["training_jacobian"] = [fake["training_jacobian"]]
+        route.fulfill(json=body)
+
+    page.route(f"**/api/v1/runs/{probed_run}", run)
+    page.route(f"**/api/v1/runs/{probed_run}/spectra", spectra)
+    page.route(
+        f"**/api/v1/runs/{probed_run}/trajectory",
+        lambda route: route.fulfill(json={"run_id": probed_run, "trajectory": fake["trajectory"]}),
+    )
+    page.route(
+        f"**/api/v1/runs/{probed_run}/landscapes",
+        lambda route: route.fulfill(json={"run_id": probed_run, "landscapes": fake["landscapes"]}),
+    )
+    page.goto(f"/#/runs/{probed_run}")
+    page.wait_for_selector("html[data-charts-drawn]", timeout=30_000)
+    charts = page.evaluate(CHART_STATES)
+    page.locator('[data-group="Loss landscape"]').screenshot(path=screenshots / "landscape.png")
+    for name in END_OF_RUN:
+        assert charts[name]["state"] == "drawn" and charts[name]["points"] > 0, (name, charts[name])
+    assert charts["landscape_contour"]["traces"] == 3  # the grid, the path, its ends
+    assert charts["landscape_surface"]["traces"] == 2
+    assert charts["landscape_slices"]["names"][0].startswith("random direction")
+    assert {"chaotic (3)", "bulk (30)", "stable (7)"} == set(charts["training_jacobian"]["names"])
