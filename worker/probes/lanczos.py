@@ -95,12 +95,21 @@ class _LanczosProcess:
     def steps(self) -> int:
         return len(self.alphas)
 
+    @property
+    def current(self) -> Tensor:
+        """The newest basis vector ``q_j``, the one the next step multiplies."""
+        return self.basis[self.steps]
+
     def step(self) -> None:
         """One product with the operator: the next entries of ``T`` and, unless the Krylov space
         is invariant to rounding (``broken_down``), the next basis vector."""
+        self.advance(self.operator.matvec(self.current))
+
+    def advance(self, product: Tensor) -> None:
+        """The step after the product ``A q_j`` (taken by the caller, which may batch the
+        products of several processes): as :meth:`step`."""
         j = self.steps
         current = self.basis[j]
-        product = self.operator.matvec(current)
         # α and β accumulated in float64 even for float32 operators: in float32 the rounding
         # of these dot products, not of the products themselves, limits the eigenvalues.
         alpha = torch.dot(current.double(), product.double()).item()
