@@ -4,17 +4,36 @@
 //       smoothing: 0..0.99, layers: [...], layerSeries: {runId: {key: series}}}
 import { baseLayout, smooth } from "./plotting.js";
 
-/** x values of a run's steps: the steps, or estimated seconds since the run started
- * (the runs record no per-step clock: steps are taken as evenly spaced over the run). */
+/** x values of a run's steps: the steps, or seconds since the run started — from the
+ * worker's clock (``time/elapsed``, recorded at every probe step, linear in between), or for
+ * runs recorded before that metric existed, estimated by spreading the run's duration evenly
+ * over its steps. */
 function xOf(ctx, entry, steps) {
   if (ctx.x !== "wall") return steps;
+  const clock = entry.metrics?.["time/elapsed"];
+  if (clock?.steps?.length >= 2) return steps.map((s) => interpolate(clock.steps, clock.values, s));
   const { duration_s: seconds, step } = entry.run;
   const perStep = seconds && step ? seconds / step : null;
   return perStep === null ? steps.map(() => null) : steps.map((s) => s * perStep);
 }
 
+/** Piecewise-linear ``y(x)`` through the points (xs ascending), constant beyond the ends. */
+function interpolate(xs, ys, x) {
+  if (x <= xs[0]) return ys[0];
+  const last = xs.length - 1;
+  if (x >= xs[last]) return ys[last];
+  let low = 0;
+  let high = last;
+  while (high - low > 1) {
+    const mid = (low + high) >> 1;
+    if (xs[mid] <= x) low = mid; else high = mid;
+  }
+  const t = (x - xs[low]) / (xs[high] - xs[low]);
+  return ys[low] + t * (ys[high] - ys[low]);
+}
+
 export function xTitle(ctx) {
-  return ctx.x === "wall" ? "wall time since start, s (estimated)" : "step";
+  return ctx.x === "wall" ? "wall time since start, s" : "step";
 }
 
 function pick(entry, keys) {

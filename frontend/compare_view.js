@@ -16,6 +16,7 @@ const KEY_GROUPS = (() => {
   const keyed = COMPARE_CHARTS.filter((def) => def.keys?.length);
   const groups = [[], [], []];
   keyed.forEach((def, i) => groups[Math.floor((i * groups.length) / keyed.length)].push(...def.keys));
+  groups[0].push("time/elapsed"); // the worker's clock, for the wall-time axis
   return groups.map((keys) => [...new Set(keys)]);
 })();
 const groupOf = (def) => {
@@ -80,14 +81,14 @@ export function render(container, { params }) {
   const legend = h("ul", { class: "legend", "aria-label": "Legend: one colour per run" });
   const specTable = h("div", { class: "table-wrap" });
   const wallHint = h("span", { class: "hint", id: "compare-x-hint", hidden: state.x !== "wall" },
-    "estimated: each run's duration spread evenly over its steps (runs record no per-step clock)");
+    "the worker's clock at every probe step, linear in between");
   const xSelect = h("select", { id: "compare-x", "aria-describedby": "compare-x-hint", onchange: () => {
     state.x = xSelect.value;
     wallHint.hidden = state.x !== "wall";
     setQuery({ x: state.x === "wall" ? "wall" : null });
     redraw();
   } }, h("option", { value: "step", selected: state.x === "step" }, "step"),
-  h("option", { value: "wall", selected: state.x === "wall" }, "wall time (estimated)"));
+  h("option", { value: "wall", selected: state.x === "wall" }, "wall time"));
   const smoothOut = h("output", { for: "compare-smooth" }, state.smoothing.toFixed(2));
   const smoothInput = h("input", { type: "range", id: "compare-smooth", min: "0", max: "0.99", step: "0.01", value: String(state.smoothing),
     "aria-describedby": "compare-smooth-hint",

@@ -106,6 +106,7 @@ class _Prober:
         self.state = _ProbeState(initial=_copy(detached_parameters(model)))
         self.seconds: dict[str, float] = {"loss": 0.0, "norms": 0.0}
         self.optimizer = optimizer
+        self.started = time.perf_counter()  # the run's clock: time/elapsed at each probe
         self.snapshots: list[tuple[int, Tensor]] = []
         self.snapshot_every = spec.steps or 1
         self.checkpoints: dict[int, dict[str, Tensor]] = {}
@@ -124,8 +125,8 @@ class _Prober:
         was_training = self.model.training
         self.model.eval()
         try:
-            values = {"lr": lr}
             start = time.perf_counter()
+            values = {"lr": lr, "time/elapsed": start - self.started}
             params = detached_parameters(self.model)
             loss, outputs, grads = loss_and_gradient(
                 self.model, self.loss_fn, self.x_probe, self.y_probe
@@ -337,6 +338,7 @@ def train(
     )
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     prober = _Prober(spec, model, data, device, optimizer)
+    prober.started = started
     prober.snapshot_every = snapshot_every
     every = spec.probes.every
     setup_s = time.perf_counter() - started

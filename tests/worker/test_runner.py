@@ -33,7 +33,7 @@ def _all_metrics(run_id: int) -> dict[str, tuple[list[int], list[float]]]:
     return {
         key: (s.steps.tolist(), s.values.tolist())
         for key, s in series.items()
-        if not key.startswith("cost/")  # wall times differ between runs, by nature
+        if not key.startswith(("cost/", "time/"))  # wall times differ between runs, by nature
     }
 
 
@@ -77,6 +77,10 @@ def test_recorded_keys_cover_the_probes(embedded_home):
     with session_scope() as session:
         run = get_run(session, run_id=run_id)
         assert run.summary["test/accuracy"] is not None and run.step == 30
+        clock = read_series(session, run_id, ["time/elapsed"])["time/elapsed"]
+    assert clock.steps.tolist() == [0, 10, 20, 30]
+    assert 0 < clock.values[0] and (clock.values[1:] > clock.values[:-1]).all()
+    assert clock.values[-1] < run.timings["total_s"]
 
 
 def test_probes_can_be_switched_off(embedded_home):
