@@ -82,8 +82,9 @@ def trajectory_pca(snapshots: Tensor, *, components: int = 10) -> TrajectoryPCA:
     ``n × GRAM_BLOCK`` float64 beyond the input); with float32 snapshots, ``G`` is the exact
     Gram matrix of the float32 values up to float64 rounding. The components are formed in
     float64 and returned in the snapshots' dtype. Cost: ``n²P`` float64 multiply-adds for
-    ``G`` (200 snapshots of 10⁶ parameters: about 1.2 s on 2 CPU cores) plus ``k·n·P`` for
-    the components.
+    ``G`` plus ``k·n·P`` for the components, two passes over the snapshots: 1.2 to 1.4 s in
+    all for 200 float32 snapshots of 10⁶ parameters on 2 CPU cores
+    (``benchmarks/bench_landscape.py``).
 
     ``k = min(components, n − 1, rank)``, the rank counting the eigenvalues of ``G`` above
     ``n · ε₆₄ · λ_max`` (a centred set of ``n`` points spans at most ``n − 1`` directions).

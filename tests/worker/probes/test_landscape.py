@@ -241,9 +241,14 @@ def test_a_filter_of_zero_weights_gets_a_zero_direction():
 # ------------------------------------------------------------- (c) against a naive loop
 
 
-@pytest.mark.parametrize("build", [mlp, cnn], ids=["mlp", "cnn"])
-@pytest.mark.parametrize("vectorize", [False, True])
-@pytest.mark.parametrize("channels_last", [False, True, None])
+GRID_CASES = [(mlp, vectorize, False) for vectorize in (False, True)] + [
+    (cnn, vectorize, channels_last)
+    for vectorize in (False, True)
+    for channels_last in (False, True, None)  # None: the automatic choice (trial forward)
+]
+
+
+@pytest.mark.parametrize(("build", "vectorize", "channels_last"), GRID_CASES)
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # vmap, NHWC
 def test_grid_matches_a_naive_loop(build, vectorize, channels_last):
     model, inputs, targets = build()
@@ -254,7 +259,7 @@ def test_grid_matches_a_naive_loop(build, vectorize, channels_last):
     assert _split_first_layer(model, set(centre)) is not None
     values = losses_at_combinations(
         model, cross_entropy, inputs, targets, basis=basis, weights=weights, chunk_size=5,
-        vectorize=vectorize, channels_last=channels_last and inputs.ndim == 4,
+        vectorize=vectorize, channels_last=channels_last,
     )  # fmt: skip
     losses, accuracies = naive_losses(model, cross_entropy, inputs, targets, basis, weights)
     torch.testing.assert_close(values.losses, losses, rtol=EXACT, atol=EXACT)
