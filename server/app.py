@@ -87,10 +87,6 @@ async def _reap_forever(settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The dynascope API (and dashboard) for ``settings`` (the environment's by default)."""
     settings = settings or get_settings()
-    # Spec validation counts a model's parameters with the worker's model registry (torch);
-    # import it now, not on the first POST.
-    import dynascope.worker.registry.models  # noqa: F401
-
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reaper = asyncio.create_task(_reap_forever(settings))
