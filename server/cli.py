@@ -77,10 +77,12 @@ def up(host: str | None, port: int | None) -> None:
     """Start everything on the embedded default: migrate, one worker, API and dashboard.
     State lives under DYNASCOPE_HOME (default ~/.dynascope). Ctrl-C stops it all."""
     from dynascope.server.db.migrate import upgrade_database
+    from dynascope.server.queue import declare_queue, make_celery
 
     settings = get_settings()
     settings.home.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.database_url)
+    declare_queue(make_celery(settings))  # before API and worker race to create it
     host, port = host or settings.host, port or settings.port
     worker_process = subprocess.Popen(
         [sys.executable, "-m", "dynascope.server.cli", "worker"],

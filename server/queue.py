@@ -44,6 +44,18 @@ def enqueue_run(app: Celery, run_id: int) -> None:
         ) from error
 
 
+def declare_queue(app: Celery) -> None:
+    """Create the task queue on the broker (and, for kombu's SQLAlchemy transport, its tables)
+    if it is not there yet; harmless when it is.
+
+    ``dynascope up`` calls this once before it starts the API and the worker: on the embedded
+    SQLite broker both would otherwise create the ``kombu_queue`` row (and tables) on first
+    use, and kombu guards that only within one process, so the loser of the race dies with an
+    IntegrityError."""
+    with app.connection_for_write() as connection:
+        app.amqp.queues[QUEUE].bind(connection.default_channel).declare()
+
+
 def broker_reachable(app: Celery, timeout: float = 3.0) -> tuple[bool, str]:
     """Whether the broker answers within ``timeout`` seconds, and why not if it does not."""
     try:
