@@ -24,9 +24,10 @@ async function route() {
     if (link.dataset.nav === section) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  // Charts need Plotly.js (4.8 MB): download it beside the page's code; the page runs it
-  // once its data requests are on their way.
-  if (where.page === "detail" || where.page === "compare") prefetchPlotly();
+  // Compare charts need Plotly.js (the 1.5 MB cartesian bundle): download it beside the page's
+  // code; the page runs it once its data requests are on their way. (A run's page knows which
+  // bundle it needs only from the run.)
+  if (where.page === "compare") prefetchPlotly("cartesian");
   try {
     const module = await pages[where.page]();
     if (mine !== token) return;

@@ -6,7 +6,7 @@ import { mountChart } from "./chart_mount.js";
 import { COMPARE_CHARTS } from "./compare_charts.js";
 import { debounce, h, replace } from "./dom.js";
 import { ACTIVE, differingKeys, flattenSpec, runLabel, shortKeys, statusBadge } from "./format.js";
-import { loadPlotly, pointsFor, runStyle } from "./plotting.js";
+import { loadPlotly, pointsFor, preferPlotly, runStyle } from "./plotting.js";
 import { setQuery } from "./router.js";
 
 const MAX_RUNS = 40;
@@ -235,6 +235,7 @@ export function render(container, { params }) {
     const early = new Map(ids.map((id) => [id, KEY_GROUPS.map((_, g) => fetchMetrics(id, g))]));
     for (const promise of [...early.values()].flat()) promise.catch(() => {});
     const runsRequested = ids.map((id) => api.get(`/runs/${id}`).catch((error) => ({ id, error })));
+    preferPlotly("cartesian"); // every compare chart is 2-D
     loadPlotly().catch(() => {}); // now: it blocks the page while it starts
     const [runs, discovery] = await Promise.all([
       Promise.all(runsRequested),

@@ -5,7 +5,7 @@ import { mountChart } from "./chart_mount.js";
 import { CHARTS, GROUPS } from "./charts.js";
 import { h, replace } from "./dom.js";
 import { ACTIVE, duration, keyHyperparameters, progressBar, statusBadge, when } from "./format.js";
-import { loadPlotly, pointsFor } from "./plotting.js";
+import { loadPlotly, pointsFor, preferPlotly, webglAvailable } from "./plotting.js";
 
 const REDRAW_EVERY_MS = 2500;
 
@@ -173,6 +173,8 @@ export function render(container, { id }) {
       return;
     }
     if (disposed) return;
+    // one Plotly.js bundle for the page: the full one only if it will draw a 3-D surface
+    preferPlotly(probeEnabled(ctx.run, "landscape") && webglAvailable() ? "full" : "cartesian");
     renderHead(ctx.run);
     renderBody();
     for (const chart of charts.filter((c) => !(c.def.needs ?? []).length)) chart.draw(ctx);

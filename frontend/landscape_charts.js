@@ -50,7 +50,7 @@ export function landscapeCharts() {
       id: "landscape_contour", group: "Loss landscape", title: "Loss landscape (2-D, contour)", needs: ["landscapes"], tall: true,
       settings: { landscape: null, metric: "train_loss", logZ: true }, selects: landscapeSelects,
       caption: "Loss on a plane through the parameters (top-2 PCA directions of the trajectory, or filter-normalised random directions), with the optimiser's path projected on it (start ○, end ■).",
-      source: "Li et al. 2018, filter normalisation; grid evaluated with vmap.",
+      source: "Li et al. 2018, filter normalisation; grid evaluated with torch.func.functional_call.",
       build(ctx, s) {
         const picked = pickLandscape(ctx, s);
         if (!picked) return { empty: landscapeEmpty(ctx) };

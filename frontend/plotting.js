@@ -1,31 +1,50 @@
-// Plotly.js (served by the API from the plotly package, loaded on first use), the chart
+// Plotly.js (served by the API, loaded on first use: see server/api/routes/vendor.py), the chart
 // panel with its explicit states, and what every chart shares: layout, colours, smoothing.
 import { h, replace } from "./dom.js";
 
-let plotly = null;
-let prefetched = false;
+// Two bundles of the same Plotly.js version: the cartesian one (1.5 MB: scatter, bar, heatmap,
+// contour, ...) for pages whose charts are all 2-D, and the full one (4.8 MB, 3-D included).
+// Compiling a bundle blocks the page for a few hundred milliseconds, three times longer for the
+// full one, so a page loads the full one only when it draws a 3-D chart (see preferPlotly).
+const BUNDLES = { cartesian: "/vendor/plotly-cartesian.min.js", full: "/vendor/plotly.min.js" };
+const THREE_D = new Set(["surface", "scatter3d", "mesh3d", "cone", "volume", "isosurface", "streamtube"]);
+const loading = {}; // bundle → Promise of its Plotly
+const instances = {}; // bundle → its Plotly, once loaded
+let preferred = "cartesian";
+const prefetched = new Set();
 
-/** Start downloading Plotly.js without running it (running it blocks the page for a few
- * hundred milliseconds: better after the page has sent its data requests). */
-export function prefetchPlotly() {
-  if (prefetched || window.Plotly) return;
-  prefetched = true;
-  document.head.append(h("link", { rel: "preload", as: "script", href: "/vendor/plotly.min.js" }));
+/** Start downloading a Plotly.js bundle without running it (running it blocks the page:
+ * better after the page has sent its data requests). */
+export function prefetchPlotly(bundle) {
+  if (prefetched.has(bundle) || loading.full || loading[bundle]) return;
+  prefetched.add(bundle);
+  document.head.append(h("link", { rel: "preload", as: "script", href: BUNDLES[bundle] }));
 }
 
-/** Plotly.js, loaded once from /vendor/plotly.min.js. */
-export function loadPlotly() {
-  if (window.Plotly) return Promise.resolve(window.Plotly);
-  plotly ??= new Promise((resolve, reject) => {
-    const script = h("script", { src: "/vendor/plotly.min.js" });
-    script.onload = () => resolve(window.Plotly);
+/** Which bundle 2-D charts should use from now on: "full" on a page that will also draw 3-D
+ * charts, so that it compiles one bundle, not two. */
+export function preferPlotly(bundle) {
+  preferred = bundle;
+}
+
+/** Plotly.js for ``traces`` (the full bundle if any of them is 3-D, else the preferred one; a
+ * full bundle already loaded serves 2-D charts too), each bundle loaded once. */
+export function loadPlotly(traces = []) {
+  const bundle = traces.some((t) => THREE_D.has(t.type)) || loading.full ? "full" : preferred;
+  loading[bundle] ??= new Promise((resolve, reject) => {
+    const script = h("script", { src: BUNDLES[bundle] });
+    script.onload = () => {
+      instances[bundle] = window.Plotly;
+      window.Plotly = instances.full ?? instances.cartesian; // the full one, once there is one
+      resolve(instances[bundle]);
+    };
     script.onerror = () => {
-      plotly = null;
-      reject(new Error("Plotly.js could not be loaded from /vendor/plotly.min.js"));
+      delete loading[bundle];
+      reject(new Error(`Plotly.js could not be loaded from ${BUNDLES[bundle]}`));
     };
     document.head.append(script);
   });
-  return plotly;
+  return loading[bundle];
 }
 
 let webgl = null;
@@ -152,7 +171,7 @@ export class Panel {
 
   /** Draw (or redraw in place) ``traces`` with the base layout merged with ``layout``. */
   async draw(traces, layout = {}, base = baseLayout) {
-    const Plotly = await loadPlotly();
+    const Plotly = await loadPlotly(traces);
     this.element.dataset.state = "drawn";
     await Plotly.react(this.plot, traces, base(layout), CONFIG);
     this.element.dataset.points = String(countPoints(traces));

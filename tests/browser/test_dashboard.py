@@ -30,6 +30,10 @@ DRAWN_WITH_HESSIAN_AND_JACOBIAN = {
     "sharpness", "min_eigenvalue", "trace", "density", "jacobian_io", "ntk", "ntk_velocity",
     "cost_time", "cost_totals",
 }  # fmt: skip
+# which Plotly.js bundles the page loaded (server/api/routes/vendor.py)
+PLOTLY_BUNDLES = """() => performance.getEntriesByType("resource")
+  .map((r) => new URL(r.name).pathname).filter((p) => p.startsWith("/vendor/plotly"))"""
+
 END_OF_RUN = {"training_jacobian", "landscape_contour", "landscape_surface",
               "landscape_slices", "trajectory", "explained_variance"}  # fmt: skip
 
@@ -203,6 +207,8 @@ def test_compare_two_runs(page, two_runs, screenshots):
     colours = charts["train_loss"]["colors"]
     assert len(set(colours)) == 2 and charts["grad_norm"]["colors"] == colours
     assert charts["sharpness"]["state"] == "empty"  # neither run measured it: said so
+    # all 2-D: the cartesian bundle only (a third of the full one's JavaScript)
+    assert set(page.evaluate(PLOTLY_BUNDLES)) == {"/vendor/plotly-cartesian.min.js"}
     # the spec table shows only what differs
     rows = page.locator("#spec-table tbody tr").evaluate_all(
         "(rows) => rows.map((r) => r.dataset.field)"
@@ -337,6 +343,8 @@ def test_trajectory_and_landscapes_of_a_real_run(page, dashboard, screenshots):
     for name in END_OF_RUN - {"training_jacobian"}:
         assert charts[name]["state"] == "drawn" and charts[name]["points"] > 0, (name, charts[name])
     assert charts["landscape_contour"]["traces"] == 3  # the plane, the path, its ends
+    # a 3-D surface: the full bundle, and only it (every chart of the page drew with it)
+    assert set(page.evaluate(PLOTLY_BUNDLES)) == {"/vendor/plotly.min.js"}
     assert charts["explained_variance"]["points"] == 2 * 4  # ratios and the reference
 
 

@@ -66,6 +66,8 @@ def test_wheel_ships_frontend_and_migrations(installed):
     frontend = Path(where[0]).parent
     migrations = Path(where[1]).parent
     assert (frontend / "index.html").is_file()
+    assert (frontend / "vendor" / "plotly-cartesian.min.js").is_file()
+    assert (frontend / "vendor" / "plotly-cartesian.LICENSE").is_file()
     assert (migrations / "alembic.ini").is_file() and (migrations / "env.py").is_file()
     assert list((migrations / "versions").glob("0001_*.py"))
 
@@ -82,6 +84,8 @@ def test_installed_up_serves_api_dashboard_and_trains(installed, tmp_path):
         wait_for_api(base, process, log)
         page = httpx.get(f"{base}/")
         assert page.status_code == 200 and "dynascope" in page.text
+        for bundle in ("plotly.min.js", "plotly-cartesian.min.js"):
+            assert httpx.get(f"{base}/vendor/{bundle}").status_code == 200
         run_id = httpx.post(f"{base}/api/v1/runs", json=small_spec(steps=20)).json()["id"]
         assert wait_for_run(base, run_id)["status"] == "completed"
     assert (tmp_path / "home" / "dynascope.sqlite").is_file()

@@ -6,6 +6,7 @@ through a real `dynascope up`."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -201,16 +202,31 @@ def test_list_stream_reports_new_moving_finished_and_deleted_runs(client, monkey
     assert ("deleted", json.dumps({"id": doomed}).replace(" ", "")) in blocks
 
 
-def test_plotly_is_served_locally_with_caching(client):
-    response = client.get("/vendor/plotly.min.js", headers={"accept-encoding": "gzip"})
+@pytest.mark.parametrize(
+    ("bundle", "header"),
+    [("plotly.min.js", b"plotly.js v"), ("plotly-cartesian.min.js", b"plotly.js (cartesian")],
+)
+def test_plotly_is_served_locally_with_caching(client, bundle, header):
+    response = client.get(f"/vendor/{bundle}", headers={"accept-encoding": "gzip"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/javascript")
     assert response.headers["content-encoding"] == "gzip"
     assert "max-age" in response.headers["cache-control"]
-    assert b"plotly.js" in response.content[:200]  # httpx decompressed it
+    assert header in response.content[:200]  # httpx decompressed it
     etag = response.headers["etag"]
-    again = client.get("/vendor/plotly.min.js", headers={"if-none-match": etag})
+    again = client.get(f"/vendor/{bundle}", headers={"if-none-match": etag})
     assert again.status_code == 304 and not again.content
+
+
+def test_both_plotly_bundles_are_the_same_version(client):
+    """The vendored cartesian bundle must match the full one the plotly package ships, up to
+    patch releases (a page may draw with both); a new minor release of plotly means vendoring
+    its cartesian bundle anew (pyproject.toml pins the minor release)."""
+    versions = [
+        re.search(rb"v(\d+\.\d+)\.\d+", client.get(f"/vendor/{bundle}").content[:200])
+        for bundle in ("plotly.min.js", "plotly-cartesian.min.js")
+    ]
+    assert versions[0] and versions[1] and versions[0][1] == versions[1][1]
 
 
 # ---- against a real `dynascope up` and its worker -----------------------------------------
