@@ -10,11 +10,14 @@ counted: ``peers.py``. Sections and targets (issue 3): the cost of one Hessian-v
 (HVP) against one gradient (≤ 1.7); the top 5 eigenvalues (ours ≥ 3× faster than PyHessian, at
 relative error ≤ 1e-6 against the float64 reference); a sharpness series warm-started from the
 previous probe (≤ 1/4 of PyHessian's products, PyHessian cold); trace coverage of the exact
-trace by ±2·SE (≥ 90%); the spectral density at equal Lanczos steps and probes (≥ 2× faster).
+trace by ±2·SE (≥ 90%); the spectral density at equal Lanczos steps and probes (≥ 2× faster;
+ours on the operator a run's probe picks for that many products, ``hessian_operator``: the
+linearized, forward-over-reverse Hessian on the CNN, the double-backward one on the MLP).
 Torch runs with its default number of threads. Wall times are medians of 3 runs for any
-computation whose first run took under 10 s, else of that one run; HVP costs are medians over
-interleaved rounds. The default run takes about 3.5 minutes on 2 idle cores; ``--full`` adds
-hessian-eigenthings' power iteration and the sharpness series on the CNN (6 to 10 minutes more).
+computation whose first run took under 10 s, else of that one run; HVP costs and the density
+runs are medians over interleaved rounds (the density's ratios round by round). The default run
+takes about 3.5 minutes on 2 idle cores; ``--full`` adds hessian-eigenthings' power iteration
+and the sharpness series on the CNN (6 to 10 minutes more).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from curvature_workloads import (
     reference,
     relative_error,
     timed,
+    timed_interleaved,
     trace_workload,
     train,
 )
@@ -48,6 +52,11 @@ from scipy.stats import t as student_t
 from torch import Tensor, nn
 from torch.func import grad, jvp
 
+from dynascope.worker.probes.curvature import (
+    HessianOperator,
+    LinearizedHessianOperator,
+    hessian_operator,
+)
 from dynascope.worker.probes.density import density_grid, gaussian_density, slq_nodes
 from dynascope.worker.probes.lanczos import lanczos_top_eigenpairs
 from dynascope.worker.probes.params import call_at, detached_parameters, loss_and_gradient
@@ -71,6 +80,10 @@ def hvp_costs(workload: Workload, repeats: int) -> dict[str, tuple[float, float]
     tangent = {name: torch.randn_like(t) for name, t in point.items()}
     ours = hessian_of(model, x, y)
     vector = ours.flatten(tangent)
+    linearized = LinearizedHessianOperator(model, LOSS, x, y, chunk_size=len(x))
+    started = time.perf_counter()
+    linearized.matvec(vector)  # the trace (linearize) and a first product, once
+    print(f"  (linearized operator: trace + first product {time.perf_counter() - started:.2f} s)")
 
     def loss_at(params: dict[str, Tensor]) -> Tensor:
         return LOSS(call_at(model, params, x), y)
@@ -87,6 +100,7 @@ def hvp_costs(workload: Workload, repeats: int) -> dict[str, tuple[float, float]
         "ours: new operator, graph build + first HVP": lambda: hessian_of(model, x, y).matvec(
             vector
         ),
+        "ours: linearized HVP (forward-over-reverse)": lambda: linearized.matvec(vector),
     }
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats + 1):
@@ -395,36 +409,38 @@ def report_trace(seed: int, trials: int) -> list[Check]:
 
 def density_runs(
     workload: Workload, ref: Reference, *, steps: int, probes: int, seed: int
-) -> dict[str, tuple[peers.DensityRun, float]]:
+) -> dict[str, tuple[object, list[float]]]:
     """SLQ with ``steps`` Lanczos steps and ``probes`` probe vectors: ours (nodes and a
-    1000-point Gaussian density), hessian-eigenthings' ``spectral_density`` (the same width and
-    grid size) and PyHessian's ``density`` (nodes only): (run, wall seconds), ours first."""
+    1000-point Gaussian density) on the operator the run's probe would use for that many
+    products (``hessian_operator``) and, for comparison, on the double-backward
+    ``HessianOperator``; hessian-eigenthings' ``spectral_density`` (the same width and grid
+    size) and PyHessian's ``density`` (nodes only). Three interleaved rounds: (first run, wall
+    seconds per round), ours first."""
     sigma = ref.eigenvalues[0] / 100
     m, x, y = workload.model, workload.x, workload.y
+    chosen = type(hessian_operator(m, LOSS, x, y, chunk_size=len(x), products=steps * probes))
 
-    def ours() -> peers.DensityRun:
+    def ours(operator_type: type[HessianOperator | LinearizedHessianOperator]) -> peers.DensityRun:
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
-        nodes = slq_nodes(hessian_of(m, x, y), lanczos_steps=steps, probes=probes,
-                          generator=generator)  # fmt: skip
+        operator = operator_type(m, LOSS, x, y, chunk_size=len(x))
+        nodes = slq_nodes(operator, lanczos_steps=steps, probes=probes, generator=generator)
         gaussian_density(nodes, density_grid(nodes, 1000, 5 * sigma), sigma)
         seconds = time.perf_counter() - started
         return peers.DensityRun(nodes.values.max().item(), nodes.matvecs, seconds)
 
-    def eigenthings() -> peers.DensityRun:
-        return peers.eigenthings_density(
-            m, CRITERION, x, y, steps=steps, probes=probes, sigma=sigma, grid_points=1000,
-            seed=seed,
-        )  # fmt: skip
-
-    def pyhessian() -> peers.DensityRun:
-        return peers.pyhessian_density(m, CRITERION, x, y, steps=steps, probes=probes, seed=seed)
-
-    return {
-        "ours: slq_nodes + gaussian_density": timed(ours),
-        "hessian-eigenthings spectral_density": timed(eigenthings),
-        "PyHessian density (torch.eig stand-in)": timed(pyhessian),
+    runs: dict[str, Callable[[], object]] = {
+        f"ours: slq_nodes + gaussian_density ({chosen.__name__})": lambda: ours(chosen)
     }
+    if chosen is not HessianOperator:
+        runs["ours, on HessianOperator (diagnostic)"] = lambda: ours(HessianOperator)
+    runs["hessian-eigenthings spectral_density"] = lambda: peers.eigenthings_density(
+        m, CRITERION, x, y, steps=steps, probes=probes, sigma=sigma, grid_points=1000, seed=seed
+    )
+    runs["PyHessian density (torch.eig stand-in)"] = lambda: peers.pyhessian_density(
+        m, CRITERION, x, y, steps=steps, probes=probes, seed=seed
+    )
+    return timed_interleaved(runs)
 
 
 def report_density(
@@ -432,17 +448,21 @@ def report_density(
 ) -> list[Check]:
     print(
         f"\n=== spectral density on {workload.name}: {steps} Lanczos steps x {probes} probes "
-        f"(σ = λ1/100, 1000-point grid)"
+        f"(σ = λ1/100, 1000-point grid; 3 interleaved rounds, medians, and the ratio to ours "
+        "in each round)"
     )
     runs = density_runs(workload, ref, steps=steps, probes=probes, seed=seed)
-    ours_seconds = runs["ours: slq_nodes + gaussian_density"][1]
+    ours_times = next(iter(runs.values()))[1]
     checks = []
-    for name, (run, seconds) in runs.items():
+    for name, (run, times) in runs.items():
+        assert isinstance(run, peers.DensityRun)
         error = abs(run.largest_node - ref.eigenvalues[0]) / abs(ref.eigenvalues[0])
-        ratio = seconds / ours_seconds
+        ratios = [t / o for t, o in zip(times, ours_times, strict=True)]
+        ratio = statistics.median(ratios)
         print(
-            f"  {name:<40} {seconds:8.3f} s {run.hvps:5d} HVPs  largest node vs λ1: rel. err "
-            f"{error:.1e}  peer/ours {ratio:5.2f}"
+            f"  {name:<62} {statistics.median(times):8.3f} s {run.hvps:5d} HVPs  largest node vs "
+            f"λ1: rel. err {error:.1e}  this/ours {ratio:5.2f} "
+            f"(rounds {', '.join(f'{r:.2f}' for r in ratios)})"
         )
         if not name.startswith("ours"):
             checks.append(

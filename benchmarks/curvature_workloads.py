@@ -182,3 +182,20 @@ def timed(run: Callable[[], object]) -> tuple[object, float]:
         if times[0] >= CHEAP_SECONDS:
             break
     return results[0], statistics.median(times)
+
+
+def timed_interleaved(
+    runs: dict[str, Callable[[], object]], rounds: int = 3
+) -> dict[str, tuple[object, list[float]]]:
+    """Each run's first result and its wall times over ``rounds`` rounds, every round running
+    each once in turn: so that a change of load on the machine hits all of them alike, and
+    ratios can be taken round by round."""
+    results: dict[str, object] = {}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            result = run()
+            times[name].append(time.perf_counter() - started)
+            results.setdefault(name, result)
+    return {name: (results[name], times[name]) for name in runs}

@@ -22,7 +22,7 @@ from dynascope.worker.probes.curvature import (
     CurvatureOperator,
     DiagonalPreconditioned,
     GGNOperator,
-    HessianOperator,
+    hessian_operator,
 )
 from dynascope.worker.probes.density import density_grid, gaussian_density, slq_nodes
 from dynascope.worker.probes.lanczos import LanczosResult, lanczos_top_eigenpairs
@@ -119,11 +119,17 @@ class CurvatureProber:
         return out
 
     def _operator(self, inputs: Tensor, targets: Tensor) -> CurvatureOperator[Any]:
-        chunk = self.options.chunk_size
+        options = self.options
+        chunk = options.chunk_size
         if self.matrix == "ggn":
             loss = "cross_entropy" if self.task == "classification" else "mean_squared_error"
             return GGNOperator(self.model, inputs, loss=loss, chunk_size=chunk)
-        return HessianOperator(self.model, self.loss_fn, inputs, targets, chunk_size=chunk)
+        # the products known in advance (the eigenvalue runs' depend on convergence)
+        products = options.trace_matvecs * options.trace
+        products += options.density_steps * options.density_probes * options.density
+        return hessian_operator(
+            self.model, self.loss_fn, inputs, targets, chunk_size=chunk, products=products
+        )
 
     def _eigenpairs(
         self,

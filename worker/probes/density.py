@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from dynascope.worker.probes.curvature import SymmetricOperator
-from dynascope.worker.probes.lanczos import lanczos_tridiagonal
+from dynascope.worker.probes.lanczos import lanczos_tridiagonals
 from dynascope.worker.probes.trace import rademacher
 
 ProbeDistribution = Literal["rademacher", "gaussian"]
@@ -59,6 +59,7 @@ def slq_nodes(
     probes: int,
     generator: torch.Generator,
     distribution: ProbeDistribution = "rademacher",
+    lockstep: int | None = None,
 ) -> SLQNodes:
     """The nodes and weights of stochastic Lanczos quadrature: for each of ``probes`` random
     vectors (Rademacher or Gaussian, from ``generator``), ``lanczos_steps`` Lanczos steps with
@@ -70,29 +71,48 @@ def slq_nodes(
     exactly; the probes' average has a sampling error that shrinks as ``1/√probes``, smaller
     for larger ``n`` (a single probe already gives ``tr(A)/n`` with standard deviation
     ``√(2(‖A‖_F² - Σ Aᵢᵢ²))/n`` for Rademacher vectors).
+
+    The probes' Lanczos processes are independent; ``lockstep`` of them run side by side, each
+    step multiplying their current vectors as one block (:meth:`SymmetricOperator.matmat`),
+    which pays where the operator multiplies blocks natively (``block_products``). Default:
+    all of them in that case, else one at a time. The vectors drawn, the processes and so the
+    nodes are the same either way, up to the rounding of the products; memory grows to
+    ``lockstep · (lanczos_steps + 1) · n`` numbers for the bases.
     """
     if lanczos_steps < 1 or probes < 1:
         raise ValueError(f"need lanczos_steps >= 1 and probes >= 1, got {lanczos_steps}, {probes}")
     if distribution not in ("rademacher", "gaussian"):
         raise ValueError(f"distribution must be 'rademacher' or 'gaussian', got {distribution!r}")
+    if lockstep is not None and lockstep < 1:
+        raise ValueError(f"lockstep must be at least 1, got {lockstep}")
+    if lockstep is None:
+        lockstep = probes if operator.block_products else 1
     steps = min(lanczos_steps, operator.size)
     values = torch.zeros(probes, steps, dtype=torch.float64)
     weights = torch.zeros(probes, steps, dtype=torch.float64)
     before = operator.matvecs
-    for probe in range(probes):
-        if distribution == "rademacher":
-            start = rademacher(operator, 1, generator)[:, 0]
-        else:
-            start = torch.randn(operator.size, generator=generator, dtype=torch.float64)
-            start = start.to(operator.device, operator.dtype)
-        tridiagonal = lanczos_tridiagonal(operator, start, steps=steps)
-        thetas, vectors = torch.linalg.eigh(tridiagonal.matrix())
-        found = thetas.shape[0]
-        values[probe, :found] = thetas
-        weights[probe, :found] = vectors[0].square()
+    for first in range(0, probes, lockstep):
+        group = range(first, min(first + lockstep, probes))
+        starts = [_probe_vector(operator, generator, distribution) for _ in group]
+        tridiagonals = lanczos_tridiagonals(operator, starts, steps=steps)
+        for probe, tridiagonal in zip(group, tridiagonals, strict=True):
+            thetas, vectors = torch.linalg.eigh(tridiagonal.matrix())
+            found = thetas.shape[0]
+            values[probe, :found] = thetas
+            weights[probe, :found] = vectors[0].square()
     return SLQNodes(
         values=values, weights=weights, size=operator.size, matvecs=operator.matvecs - before
     )
+
+
+def _probe_vector(
+    operator: SymmetricOperator, generator: torch.Generator, distribution: ProbeDistribution
+) -> Tensor:
+    """One random probe vector, drawn on the host in the operator's dtype and device."""
+    if distribution == "rademacher":
+        return rademacher(operator, 1, generator)[:, 0]
+    start = torch.randn(operator.size, generator=generator, dtype=torch.float64)
+    return start.to(operator.device, operator.dtype)
 
 
 def density_grid(nodes: SLQNodes, points: int, margin: float) -> Tensor:

@@ -6,11 +6,15 @@ The Lanczos process builds an orthonormal basis ``Q_m`` of the Krylov space
 product with ``A`` per step (Golub & Van Loan, *Matrix Computations*, 4th ed., §10.1; Saad,
 *Numerical Methods for Large Eigenvalue Problems*, 2nd ed., ch. 6). In floating point the basis
 loses orthogonality as Ritz pairs converge; every new vector is therefore orthogonalised
-against the whole basis by classical Gram-Schmidt applied twice ("twice is enough": Giraud,
-Langou & Rozložník 2005), which keeps ``Q_m`` orthonormal to working precision at ``O(m·n)``
-extra work per step and ``(m+1)·n`` numbers of memory.
+against the whole basis by classical Gram-Schmidt, with a second pass whenever the first
+removed more than ``1 - REORTHOGONALISATION_RATIO`` of its norm (the criterion of Daniel, Gragg,
+Kaufman & Stewart 1976, as in ARPACK; a vector that keeps most of its norm comes out
+orthogonal to working precision, and a second pass always suffices: "twice is enough", Giraud,
+Langou & Rozložník 2005). That keeps ``Q_m`` orthonormal to working precision at ``O(m·n)``
+extra work per step (one pass, mostly) and ``(m+1)·n`` numbers of memory.
 
-:func:`lanczos_tridiagonal` is the bare process (also used by stochastic Lanczos quadrature in
+:func:`lanczos_tridiagonal` is the bare process and :func:`lanczos_tridiagonals` several of them
+side by side, their products taken as one block (used by stochastic Lanczos quadrature in
 :mod:`.density`); :func:`lanczos_top_eigenpairs` runs it until the wanted Ritz pairs converge.
 """
 
@@ -29,6 +33,7 @@ LANCZOS_SEED = 0
 START_NOISE = 1e-3
 ROUNDING_FACTOR = 100.0
 BREAKDOWN_EXPONENT = 0.75  # β ≤ ε^0.75 ‖T‖: the Krylov space is invariant to rounding
+REORTHOGONALISATION_RATIO = 0.7071  # 1/√2 (DGKS): a second Gram-Schmidt pass below this
 Which = Literal["largest", "smallest", "both"]
 
 
@@ -113,11 +118,10 @@ class _LanczosProcess:
         # α and β accumulated in float64 even for float32 operators: in float32 the rounding
         # of these dot products, not of the products themselves, limits the eigenvalues.
         alpha = torch.dot(current.double(), product.double()).item()
-        product = product - alpha * current
+        product = torch.add(product, current, alpha=-alpha)  # a new tensor: ours to update
         if j > 0:
-            product = product - self.betas[j - 1] * self.basis[j - 1]
-        product = self._orthogonalise(product, j + 1)
-        beta = torch.linalg.vector_norm(product, dtype=torch.float64).item()
+            product.add_(self.basis[j - 1], alpha=-self.betas[j - 1])
+        product, beta = self._orthogonalise(product, j + 1)
         self.alphas.append(alpha)
         self.betas.append(beta)
         previous = self.betas[j - 1] if j > 0 else 0.0
@@ -134,21 +138,27 @@ class _LanczosProcess:
         j = self.steps
         if j >= self.operator.size:
             return False
-        vector = _gaussian(self.operator, generator)
-        vector = self._orthogonalise(vector, j)
+        vector, norm = self._orthogonalise(_gaussian(self.operator, generator), j)
         self.dropped.append((j - 1, self.betas[-1]))
         self.betas[-1] = 0.0
         self._ensure_capacity(j + 1)
-        self.basis[j] = vector / torch.linalg.vector_norm(vector)
+        self.basis[j] = vector / norm
         self.broken_down = False
         self.block_start = j
         return True
 
-    def _orthogonalise(self, vector: Tensor, count: int) -> Tensor:
+    def _orthogonalise(self, vector: Tensor, count: int) -> tuple[Tensor, float]:
+        """``vector`` (updated in place) less its components on the first ``count`` basis
+        vectors, and its norm after: a classical Gram-Schmidt pass, and a second one only when
+        the first removed most of the vector."""
         basis = self.basis[:count]
-        for _ in range(2):
-            vector = vector - basis.T @ (basis @ vector)
-        return vector
+        before = torch.linalg.vector_norm(vector, dtype=torch.float64).item()
+        vector.addmv_(basis.T, basis @ vector, alpha=-1)
+        after = torch.linalg.vector_norm(vector, dtype=torch.float64).item()
+        if after < REORTHOGONALISATION_RATIO * before:
+            vector.addmv_(basis.T, basis @ vector, alpha=-1)
+            after = torch.linalg.vector_norm(vector, dtype=torch.float64).item()
+        return vector, after
 
     def _ensure_capacity(self, rows: int) -> None:
         if rows <= self.basis.shape[0]:
@@ -183,21 +193,53 @@ def lanczos_tridiagonal(
     and the squared first components ``τᵢ`` of its eigenvectors are the nodes and weights of the
     ``m``-point Gauss quadrature of the spectral measure of ``A`` seen from ``q_1``
     (Golub & Meurant, *Matrices, Moments and Quadrature*, 2010)."""
-    if start.shape != (operator.size,):
-        raise ValueError(f"start must have shape ({operator.size},), got {tuple(start.shape)}")
+    (tridiagonal,) = lanczos_tridiagonals(operator, [start], steps=steps, keep_basis=keep_basis)
+    return tridiagonal
+
+
+def lanczos_tridiagonals(
+    operator: SymmetricOperator,
+    starts: list[Tensor],
+    *,
+    steps: int,
+    keep_basis: bool = False,
+) -> list[LanczosTridiagonal]:
+    """:func:`lanczos_tridiagonal` from each of ``starts``: independent Lanczos processes run
+    side by side, each step multiplying the current vectors of the processes still running as
+    one ``n × j`` block (:meth:`SymmetricOperator.matmat`; a single one by ``matvec``). Each
+    process keeps its own basis and recurrence, so each result is the one a lone run from
+    that start gives, up to the rounding of the products. Memory: a basis of up to
+    ``(steps + 1) · n`` numbers per start."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    if not torch.linalg.vector_norm(start) > 0:
-        raise ValueError("start must be a non-zero, finite vector")
-    process = _LanczosProcess(operator, start.to(operator.device, operator.dtype), steps)
-    for _ in range(min(steps, operator.size)):
-        process.step()
-        if process.broken_down:
-            break
-    alphas, betas = process.tridiagonal()
-    residual = 0.0 if process.broken_down else process.betas[-1]
-    basis = process.basis[: process.steps].clone() if keep_basis else None
-    return LanczosTridiagonal(alphas=alphas, betas=betas, residual=residual, basis=basis)
+    for start in starts:
+        if start.shape != (operator.size,):
+            raise ValueError(f"start must have shape ({operator.size},), got {tuple(start.shape)}")
+        if not torch.linalg.vector_norm(start) > 0:
+            raise ValueError("start must be a non-zero, finite vector")
+    processes = [
+        _LanczosProcess(operator, start.to(operator.device, operator.dtype), steps)
+        for start in starts
+    ]
+    limit = min(steps, operator.size)
+    running = list(processes)
+    while running:
+        if len(running) == 1:
+            running[0].step()
+        else:
+            products = operator.matmat(torch.stack([p.current for p in running], dim=1))
+            for process, product in zip(running, products.unbind(1), strict=True):
+                process.advance(product)
+        running = [p for p in running if not p.broken_down and p.steps < limit]
+    results = []
+    for process in processes:
+        alphas, betas = process.tridiagonal()
+        residual = 0.0 if process.broken_down else process.betas[-1]
+        basis = process.basis[: process.steps].clone() if keep_basis else None
+        results.append(
+            LanczosTridiagonal(alphas=alphas, betas=betas, residual=residual, basis=basis)
+        )
+    return results
 
 
 def lanczos_top_eigenpairs(

@@ -15,9 +15,12 @@ from dynascope.worker.probes.curvature import (
     DiagonalPreconditioned,
     GGNOperator,
     HessianOperator,
+    LinearizedHessianOperator,
     SymmetricOperator,
+    hessian_operator,
 )
 from dynascope.worker.probes.params import detached_parameters
+from dynascope.worker.registry.transformer import DecoderTransformer
 
 # torch scripts its forward-AD decompositions on first use (torch.func.hessian) and warns that
 # scripting is deprecated
@@ -216,12 +219,41 @@ def test_operators_count_products_and_check_vectors() -> None:
     assert operator.matvecs == 5
     assert torch.equal(operator.to_dense(), matrix)
     assert operator.matvecs == 7
+    assert operator.matmat(torch.ones(2, 0, dtype=torch.float64)).shape == (2, 0)
+    assert operator.matvecs == 7
     with pytest.raises(ValueError, match="shape"):
         operator.matvec(torch.ones(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="float64"):
         operator.matvec(torch.ones(2, dtype=torch.float32))
+    with pytest.raises(ValueError, match="float64"):
+        operator.matmat(torch.ones(2, 2, dtype=torch.float32))
+    with pytest.raises(ValueError, match="shape"):
+        operator.matmat(torch.ones(3, 2, dtype=torch.float64))
     with pytest.raises(NotImplementedError):
         SymmetricOperator(2, torch.float64, "cpu").matvec(vector)
+
+
+def test_block_products_equal_products_column_by_column() -> None:
+    """Operators with a native block product (dense, preconditioned) and those without (the
+    Hessian by double backward) give the column-by-column products, counted per column."""
+    model, loss_fn, inputs, targets, _ = classifier()
+    double_backward = HessianOperator(model, loss_fn, inputs, targets, chunk_size=EXAMPLES)
+    generator = torch.Generator().manual_seed(9)
+    diagonal = 0.5 + torch.rand(double_backward.size, generator=generator, dtype=torch.float64)
+    matrix = dense_hessian(classifier())
+    operators: list[SymmetricOperator] = [
+        double_backward,
+        DenseSymmetricOperator(matrix),
+        DiagonalPreconditioned(DenseSymmetricOperator(matrix), diagonal),
+        DiagonalPreconditioned(double_backward, diagonal),
+    ]
+    assert [o.block_products for o in operators] == [False, True, True, False]
+    block = torch.randn(double_backward.size, 4, generator=generator, dtype=torch.float64)
+    for operator in operators:
+        before = operator.matvecs
+        columns = torch.stack([operator.matvec(c) for c in block.unbind(1)], dim=1)
+        assert (operator.matmat(block) - columns).abs().max().item() < EXACT
+        assert operator.matvecs - before == 8
 
 
 def test_flatten_and_unflatten_follow_the_parameter_order() -> None:
@@ -244,3 +276,162 @@ def test_frozen_parameters_are_left_out() -> None:
     assert "0.weight" not in params
     assert operator.size == sum(t.numel() for t in params.values())
     assert (operator.to_dense() - dense_hessian(case, params)).abs().max().item() < EXACT
+
+
+# ------------------------------------------------------------- linearized (forward-over-reverse)
+
+
+def convolutional() -> Case:
+    """Convolutions, batch norm (eval mode, non-trivial running statistics), ReLU, max- and
+    average pooling, GELU and a linear head on 2×6×6 images, mean cross-entropy."""
+    torch.manual_seed(10)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.GELU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).double()
+    generator = torch.Generator().manual_seed(11)
+    norm = model[1]
+    assert isinstance(norm, nn.BatchNorm2d)
+    norm.running_mean = 0.1 * torch.randn(3, generator=generator, dtype=torch.float64)
+    norm.running_var = 0.5 + torch.rand(3, generator=generator, dtype=torch.float64)
+    model.eval()
+    inputs = torch.randn(8, 2, 6, 6, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, 3, (8,), generator=generator)
+    return model, F.cross_entropy, inputs, targets, "cross_entropy"
+
+
+def attention() -> Case:
+    """The registry's decoder-only transformer (embeddings, causal attention, layer norm,
+    GELU), tiny, on random token sequences, mean cross-entropy."""
+    torch.manual_seed(12)
+    model = DecoderTransformer(
+        vocab_size=5, seq_len=4, num_outputs=3, d_model=4, n_heads=2, n_layers=1, d_ff=8,
+        dropout=0.0,
+    ).double()  # fmt: skip
+    model.eval()
+    generator = torch.Generator().manual_seed(13)
+    inputs = torch.randint(0, 5, (6, 4), generator=generator)
+    targets = torch.randint(0, 3, (6,), generator=generator)
+    return model, F.cross_entropy, inputs, targets, "cross_entropy"
+
+
+LINEARIZED_CASES = CASES | {"convolutional": convolutional, "attention": attention}
+
+
+@pytest.mark.parametrize("name", LINEARIZED_CASES)
+def test_linearized_hessian_equals_the_double_backward_hessian(name: str) -> None:
+    """Forward-over-reverse products, one by one and as a block by vmap, against the Hessian
+    by double backward (itself checked against torch.func.hessian above), in float64, on the
+    operations of the registry's models; the model is left as it was."""
+    model, loss_fn, inputs, targets, _ = LINEARIZED_CASES[name]()
+    model.eval()
+    before = snapshot(model)
+    reference = HessianOperator(model, loss_fn, inputs, targets, chunk_size=len(inputs))
+    operator = LinearizedHessianOperator(
+        model, loss_fn, inputs, targets, chunk_size=len(inputs), block_products=True
+    )
+    generator = torch.Generator().manual_seed(14)
+    block = torch.randn(operator.size, 5, generator=generator, dtype=torch.float64)
+    exact = reference.matmat(block)
+    scale = max(1.0, exact.abs().max().item())
+    assert operator.block_products
+    assert (operator.matmat(block) - exact).abs().max().item() < EXACT * scale
+    assert operator.block_products  # vmap worked: no fallback
+    assert (operator.matvec(block[:, 0]) - exact[:, 0]).abs().max().item() < EXACT * scale
+    assert operator.matvecs == 6 and operator.graph_builds == 1
+    after = model.state_dict()
+    assert all(torch.equal(after[key], value) for key, value in before.items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_linearized_hessian_equals_the_dense_hessian() -> None:
+    case = classifier()
+    model, loss_fn, inputs, targets, _ = case
+    model.eval()
+    operator = LinearizedHessianOperator(model, loss_fn, inputs, targets, chunk_size=EXAMPLES)
+    assert (operator.to_dense() - dense_hessian(case)).abs().max().item() < EXACT
+
+
+@pytest.mark.parametrize("chunking", CHUNKINGS)
+def test_linearized_hessian_in_chunks(chunking: str) -> None:
+    case = classifier()
+    model, loss_fn, inputs, targets, _ = case
+    model.eval()
+    chunk_size, retain = CHUNKINGS[chunking]
+    if chunking == "single-examples":
+        chunk_size = 5  # a trace per chunk and product: keep the count small
+    operator = LinearizedHessianOperator(
+        model,
+        loss_fn,
+        inputs,
+        targets,
+        chunk_size=chunk_size,
+        retain_graphs=retain,
+        block_products=True,
+    )
+    generator = torch.Generator().manual_seed(15)
+    block = torch.randn(operator.size, 3, generator=generator, dtype=torch.float64)
+    exact = dense_hessian(case)
+    assert (operator.matmat(block) - exact @ block).abs().max().item() < EXACT
+    assert (operator.matvec(block[:, 0]) - exact @ block[:, 0]).abs().max().item() < EXACT
+    chunks = -(-EXAMPLES // chunk_size)
+    assert operator.graph_builds == (chunks if retain or chunks == 1 else 2 * chunks)
+
+
+class _NoBlockProducts(LinearizedHessianOperator):
+    """A linearized gradient that vmap cannot batch (``.item()`` on a batched tensor)."""
+
+    def _build(self, index: int):  # type: ignore[no-untyped-def]
+        product = super()._build(index)
+
+        def unbatchable(tangents: dict[str, Tensor]) -> dict[str, Tensor]:
+            next(iter(tangents.values())).sum().item()
+            return product(tangents)
+
+        return unbatchable
+
+
+def test_block_products_fall_back_to_columns_where_vmap_fails() -> None:
+    case = classifier()
+    model, loss_fn, inputs, targets, _ = case
+    model.eval()
+    operator = _NoBlockProducts(
+        model, loss_fn, inputs, targets, chunk_size=EXAMPLES, block_products=True
+    )
+    block = torch.randn(operator.size, 3, generator=torch.Generator().manual_seed(16)).double()
+    assert (operator.matmat(block) - dense_hessian(case) @ block).abs().max().item() < EXACT
+    assert not operator.block_products and operator.matvecs == 3
+    assert operator.graph_builds == 1
+
+
+def test_linearized_hessian_needs_eval_mode() -> None:
+    model, loss_fn, inputs, targets, _ = classifier()
+    model.train()
+    with pytest.raises(ValueError, match="eval mode"):
+        LinearizedHessianOperator(model, loss_fn, inputs, targets, chunk_size=EXAMPLES)
+
+
+def test_the_linearized_hessian_is_chosen_for_convolutions_and_many_products() -> None:
+    model, loss_fn, inputs, targets, _ = convolutional()
+    options = {"chunk_size": len(inputs)}
+    chosen = hessian_operator(model, loss_fn, inputs, targets, products=64, **options)
+    assert isinstance(chosen, LinearizedHessianOperator) and not chosen.block_products
+    assert type(hessian_operator(model, loss_fn, inputs, targets, products=63, **options)) is (
+        HessianOperator
+    )
+    several = hessian_operator(model, loss_fn, inputs, targets, products=64, chunk_size=4)
+    assert type(several) is HessianOperator
+    model.train()
+    training = hessian_operator(model, loss_fn, inputs, targets, products=64, **options)
+    assert type(training) is HessianOperator
+    model, loss_fn, inputs, targets, _ = classifier()
+    model.eval()
+    dense = hessian_operator(model, loss_fn, inputs, targets, products=1000, chunk_size=EXAMPLES)
+    assert type(dense) is HessianOperator

@@ -6,9 +6,14 @@ import math
 
 import pytest
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from dynascope.worker.probes.curvature import DenseSymmetricOperator
+from dynascope.worker.probes.curvature import (
+    DenseSymmetricOperator,
+    HessianOperator,
+    LinearizedHessianOperator,
+)
 from dynascope.worker.probes.density import (
     SLQNodes,
     density_grid,
@@ -16,6 +21,12 @@ from dynascope.worker.probes.density import (
     slq_nodes,
 )
 from tests.worker.probes.matrices import with_spectrum
+
+# torch scripts its forward-AD decompositions on first use (the linearized Hessian) and warns
+# that scripting is deprecated
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+)
 
 MASS = 1e-3  # the density integrates to 1 on the grid within this
 SIGMAS = 4.0  # standard errors allowed between a moment estimate and the exact moment
@@ -29,7 +40,13 @@ def hessian_like(n: int = 150, seed: int = 0) -> Tensor:
 
 
 def nodes_of(
-    matrix: Tensor, *, steps: int, probes: int, seed: int = 1, distribution: str = "rademacher"
+    matrix: Tensor,
+    *,
+    steps: int,
+    probes: int,
+    seed: int = 1,
+    distribution: str = "rademacher",
+    lockstep: int | None = None,
 ) -> SLQNodes:
     operator = DenseSymmetricOperator(matrix)
     nodes = slq_nodes(
@@ -38,6 +55,7 @@ def nodes_of(
         probes=probes,
         generator=torch.Generator().manual_seed(seed),
         distribution=distribution,  # type: ignore[arg-type]
+        lockstep=lockstep,
     )
     assert nodes.matvecs == operator.matvecs
     return nodes
@@ -108,11 +126,52 @@ def test_exact_spectrum_when_the_krylov_space_is_invariant() -> None:
     assert torch.allclose(grid, torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
+def test_probes_in_lockstep_give_the_nodes_of_probes_one_at_a_time(distribution: str) -> None:
+    """The same vectors are drawn and the same processes run, whether their products are taken
+    as blocks (all probes, or groups of 2 and a last one) or one by one; the dense operator's
+    block product rounds differently from its products with vectors, nothing more."""
+    matrix = hessian_like(80, seed=5)
+    runs = [
+        nodes_of(matrix, steps=25, probes=5, distribution=distribution, lockstep=lockstep)
+        for lockstep in (1, 2, 5)
+    ]
+    for run in runs[1:]:
+        assert run.matvecs == runs[0].matvecs == 125
+        assert (run.values - runs[0].values).abs().max() < 1e-10
+        assert (run.weights - runs[0].weights).abs().max() < 1e-10
+
+
+def test_lockstep_slq_on_a_network_equals_sequential_slq() -> None:
+    """Float64, on a small tanh network: SLQ with the linearized Hessian's native block
+    products (vmap, all probes in lockstep, the default for that operator) against SLQ with the
+    double-backward Hessian, one probe at a time."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double().eval()
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(30, 5, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, 3, (30,), generator=generator)
+    options = {"lanczos_steps": 12, "probes": 4}
+    batched = LinearizedHessianOperator(
+        model, F.cross_entropy, inputs, targets, chunk_size=30, block_products=True
+    )
+    sequential = HessianOperator(model, F.cross_entropy, inputs, targets, chunk_size=30)
+    assert batched.block_products and not sequential.block_products
+    lockstep = slq_nodes(batched, generator=torch.Generator().manual_seed(2), **options)
+    alone = slq_nodes(sequential, generator=torch.Generator().manual_seed(2), **options)
+    assert lockstep.matvecs == alone.matvecs == 48
+    scale = alone.values.abs().max()
+    assert (lockstep.values - alone.values).abs().max() < 1e-10 * scale
+    assert (lockstep.weights - alone.weights).abs().max() < 1e-10
+
+
 def test_argument_checks() -> None:
     operator = DenseSymmetricOperator(torch.eye(5, dtype=torch.float64))
     generator = torch.Generator().manual_seed(0)
     with pytest.raises(ValueError, match="lanczos_steps"):
         slq_nodes(operator, lanczos_steps=0, probes=1, generator=generator)
+    with pytest.raises(ValueError, match="lockstep"):
+        slq_nodes(operator, lanczos_steps=2, probes=1, generator=generator, lockstep=0)
     with pytest.raises(ValueError, match="distribution"):
         slq_nodes(
             operator,

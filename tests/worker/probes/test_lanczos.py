@@ -13,6 +13,7 @@ from dynascope.worker.probes.lanczos import (
     LanczosResult,
     lanczos_top_eigenpairs,
     lanczos_tridiagonal,
+    lanczos_tridiagonals,
 )
 from tests.worker.probes.matrices import with_spectrum
 
@@ -159,3 +160,29 @@ def test_tridiagonal_is_the_projection_on_an_orthonormal_krylov_basis() -> None:
     assert (basis @ basis.T - torch.eye(60, dtype=torch.float64)).abs().max() < 1e-12
     assert (basis @ matrix @ basis.T - run.matrix()).abs().max() < 1e-10
     assert torch.allclose(basis[0], start / start.norm())
+
+
+def test_processes_side_by_side_are_the_processes_alone() -> None:
+    """Starts whose Krylov spaces become invariant after 2, 4 and 6 steps (they touch that
+    many distinct eigenvalues of a diagonal matrix) and one that runs all 10 steps: run side by
+    side, each stops on its own and gives what it gives alone."""
+    values = torch.arange(1.0, 41.0, dtype=torch.float64)
+    operator = DenseSymmetricOperator(torch.diag(values))
+    generator = torch.Generator().manual_seed(18)
+    starts = []
+    for touched in (2, 4, 6, 40):
+        start = torch.zeros(40, dtype=torch.float64)
+        start[:touched] = 1.0 + torch.rand(touched, generator=generator, dtype=torch.float64)
+        starts.append(start)
+    together = lanczos_tridiagonals(operator, starts, steps=10, keep_basis=True)
+    assert operator.matvecs == 2 + 4 + 6 + 10
+    for start, run, length in zip(starts, together, (2, 4, 6, 10), strict=True):
+        alone = lanczos_tridiagonal(operator, start, steps=10, keep_basis=True)
+        assert run.alphas.shape == alone.alphas.shape == (length,)
+        assert (run.alphas - alone.alphas).abs().max() < 1e-12
+        assert (run.betas - alone.betas).abs().max() < 1e-12
+        assert run.basis is not None and alone.basis is not None
+        assert (run.basis - alone.basis).abs().max() < 1e-12
+        assert (run.residual == 0.0) == (length < 10)
+    with pytest.raises(ValueError, match="shape"):
+        lanczos_tridiagonals(operator, [torch.ones(3, dtype=torch.float64)], steps=2)
