@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -35,17 +34,9 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import numpy as np
+from scratch_store import serving_api, use_store  # puts the repository root on sys.path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from tests.integration.processes import (  # noqa: E402
-    dynascope_process,
-    environment,
-    free_port,
-    wait_for_api,
-)
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 
 PROBE_EVERY = 10
 LAYERS = [
@@ -230,17 +221,11 @@ def main() -> None:
         sys.exit(f"no Chromium at {CHROMIUM}: apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
-    from dynascope.server.db.migrate import upgrade_database
     from dynascope.server.db.session import dispose_engines
-    from dynascope.server.settings import get_settings
 
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
         home = Path(tmp) / "home"
-        os.environ["DYNASCOPE_HOME"] = str(home)
-        os.environ.pop("DYNASCOPE_DATABASE_URL", None)
-        get_settings.cache_clear()
-        dispose_engines()
-        upgrade_database(get_settings().database_url)
+        use_store(home=home)
         long_ids = write_runs(args.runs, args.steps)
         short_ids = write_runs(args.runs, args.short_steps, first_seed=100)
         dispose_engines()
@@ -248,12 +233,7 @@ def main() -> None:
         print(f"wrote {args.runs} runs × {args.steps} steps ({points:,} points) and "
               f"{args.runs} runs × {args.short_steps} steps")  # fmt: skip
 
-        port = free_port()
-        log = Path(tmp) / "api.log"
-        env = environment(home=str(home))
-        with dynascope_process(["api", "--port", str(port)], env, log) as process:
-            base = f"http://127.0.0.1:{port}"
-            wait_for_api(base, process, log)
+        with serving_api(home, Path(tmp) / "api.log") as base:
             # The server gzips each Plotly.js bundle once per process: not a browser cost.
             for bundle in ("plotly.min.js", "plotly-cartesian.min.js"):
                 httpx.get(f"{base}/vendor/{bundle}", headers={"accept-encoding": "gzip"})

@@ -59,11 +59,8 @@ from curvature_workloads import LOSS, Workload, eigen_workloads
 from loss_landscapes.metrics import Loss
 from torch import Tensor, nn
 
-from dynascope.worker.probes.landscape import (
-    filter_normalized_direction,
-    losses_at_combinations,
-    random_plane,
-)
+from dynascope.worker.probes.grid_evaluation import losses_at_combinations
+from dynascope.worker.probes.landscape import filter_normalized_direction, random_plane
 from dynascope.worker.probes.params import detached_parameters
 from dynascope.worker.probes.trajectory import trajectory_pca
 

@@ -11,9 +11,7 @@ with max_points=1000.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -22,40 +20,20 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psycopg
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.integration.processes import (  # noqa: E402
-    dynascope_process,
-    environment,
-    free_port,
-    wait_for_api,
-)
+from scratch_store import serving_api, use_store
 
 POINTS = 1_000_000
 FLUSH = 50_000  # points per flush (one transaction each), like a worker's flush of a fast run
 SERIES = 100_000
 
 
-def _use(database_url: str) -> None:
-    os.environ["DYNASCOPE_DATABASE_URL"] = database_url
-    from dynascope.server.db.session import dispose_engines
-    from dynascope.server.settings import get_settings
-
-    get_settings.cache_clear()
-    dispose_engines()
-
-
 def ingest(database_url: str) -> tuple[float, int]:
     """Points per second writing POINTS points in flushes of FLUSH, and the run id."""
-    from dynascope.server.db.migrate import upgrade_database
     from dynascope.server.db.models import Run
     from dynascope.server.db.session import get_engine, session_scope
     from dynascope.server.services.metrics import MetricWriter
 
-    upgrade_database(database_url)
-    _use(database_url)
+    use_store(database_url=database_url)
     with session_scope() as session:
         run = Run(name="bench", spec={}, steps=SERIES, status="completed", summary={}, timings={})
         session.add(run)
@@ -79,12 +57,8 @@ def ingest(database_url: str) -> tuple[float, int]:
 
 def read_latency(database_url: str, run_id: int, home: Path) -> dict[str, float]:
     """Median latency (ms) and size (bytes) of GET .../metrics for one 100k-point series."""
-    port = free_port()
-    env = environment(home=str(home), database_url=database_url)
     log = home / "api.log"
-    with dynascope_process(["api", "--port", str(port), "--no-migrate"], env, log) as process:
-        base = f"http://127.0.0.1:{port}"
-        wait_for_api(base, process, log)
+    with serving_api(home, log, database_url=database_url, migrate=False) as base:
         url = f"{base}/api/v1/runs/{run_id}/metrics"
         out = {}
         with httpx.Client() as client:

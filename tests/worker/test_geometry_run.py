@@ -1,6 +1,6 @@
 """Geometry through the runner and the API: the trajectory PCA and landscapes a run records at
 its end, and linear mode connectivity between two runs (the maths is tested in
-tests/worker/probes/test_landscape.py and test_trajectory.py)."""
+tests/worker/probes/test_landscape.py, test_grid_evaluation.py and test_trajectory.py)."""
 
 from __future__ import annotations
 

@@ -109,9 +109,37 @@ async def _disconnected(request: Request) -> bool:
         return False
 
 
+class _StreamClock:
+    """The pacing both streams share: a heartbeat comment when nothing has been sent for
+    ``HEARTBEAT_INTERVAL_S``, the end of the stream after ``MAX_STREAM_S`` or once the client
+    has gone, and ``POLL_INTERVAL_S`` between reads. Made when the stream starts."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.started = self.last_beat = time.monotonic()
+
+    def heartbeat(self, now: float, *, sent: bool) -> bytes | None:
+        """The heartbeat comment to send after a read at ``now``, if one is due: none when the
+        read ``sent`` events (which count as a beat) or the last beat is recent."""
+        if sent:
+            self.last_beat = now
+        elif now - self.last_beat >= HEARTBEAT_INTERVAL_S:
+            self.last_beat = now
+            return sse_comment("heartbeat")
+        return None
+
+    async def next_read(self, now: float) -> bool:
+        """False when the stream is to end (open for ``MAX_STREAM_S`` by ``now``, or the
+        client has disconnected); otherwise True, after waiting ``POLL_INTERVAL_S``."""
+        if now - self.started >= MAX_STREAM_S or await _disconnected(self.request):
+            return False
+        await asyncio.sleep(POLL_INTERVAL_S)
+        return True
+
+
 async def run_event_stream(request: Request, run_id: int) -> AsyncIterator[bytes]:
     """The events of one run (see the module docstring)."""
-    started = last_beat = time.monotonic()
+    clock = _StreamClock(request)
     yield f"retry: {RECONNECT_MS}\n\n".encode()
     sent: str | None = None
     event_id = 0
@@ -124,21 +152,19 @@ async def run_event_stream(request: Request, run_id: int) -> AsyncIterator[bytes
             yield sse_message("end", current, event_id + 1)
             return
         now = time.monotonic()
-        if current != sent:
+        changed = current != sent
+        if changed:
             sent, event_id = current, event_id + 1
             yield sse_message("run", current, event_id)
-            last_beat = now
-        elif now - last_beat >= HEARTBEAT_INTERVAL_S:
-            yield sse_comment("heartbeat")
-            last_beat = now
-        if now - started >= MAX_STREAM_S or await _disconnected(request):
+        if (heartbeat := clock.heartbeat(now, sent=changed)) is not None:
+            yield heartbeat
+        if not await clock.next_read(now):
             return
-        await asyncio.sleep(POLL_INTERVAL_S)
 
 
 async def runs_event_stream(request: Request) -> AsyncIterator[bytes]:
     """The events of every run (see the module docstring)."""
-    started = last_beat = time.monotonic()
+    clock = _StreamClock(request)
     yield f"retry: {RECONNECT_MS}\n\n".encode()
     sent: dict[int, str] = {}
     tracked: set[int] = set()
@@ -164,14 +190,10 @@ async def runs_event_stream(request: Request) -> AsyncIterator[bytes]:
             event_id, emitted = event_id + 1, True
             yield sse_message("deleted", orjson.dumps({"id": run_id}).decode(), event_id)
         now = time.monotonic()
-        if emitted:
-            last_beat = now
-        elif now - last_beat >= HEARTBEAT_INTERVAL_S:
-            yield sse_comment("heartbeat")
-            last_beat = now
-        if now - started >= MAX_STREAM_S or await _disconnected(request):
+        if (heartbeat := clock.heartbeat(now, sent=emitted)) is not None:
+            yield heartbeat
+        if not await clock.next_read(now):
             return
-        await asyncio.sleep(POLL_INTERVAL_S)
 
 
 def _newest_id() -> int:
