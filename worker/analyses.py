@@ -14,10 +14,10 @@ from torch import Tensor, nn
 
 from dynascope.server.schemas.run_spec import TrainingJacobianProbeSpec
 from dynascope.worker.curvature_probe import ProbeMeasurement
-from dynascope.worker.probes.params import LossFunction, buffers_of
+from dynascope.worker.probes.params import LossFunction
 from dynascope.worker.probes.training_jacobian import (
-    training_jacobian,
     training_jacobian_spectrum,
+    unrolled_training,
 )
 
 
@@ -38,11 +38,12 @@ def measure_training_jacobian(
     ``(inputs, targets)`` (the whole training set) from ``initial`` over ``steps`` steps at
     ``lr``, in the model's current mode (the caller keeps train mode: the replay is the
     run's own training). The replay is checked against the run: ``replay_deviation`` is
-    ``‖θ_T(replay) − θ_T(run)‖ / ‖θ_T(run)‖`` (float rounding only: the run's batches are
-    permutations of the same full batch)."""
+    ``‖θ_T(replay) − θ_T(run)‖ / ‖θ_T(run)‖``, ``θ_T(replay)`` the end point of the
+    forward-mode replay itself (float rounding only: the run's batches are permutations of the
+    same full batch)."""
     started = time.perf_counter()
     count = sum(tensor.numel() for tensor in initial.values())
-    jacobian = training_jacobian(
+    replay = unrolled_training(
         model,
         loss_fn,
         inputs,
@@ -53,8 +54,9 @@ def measure_training_jacobian(
         max_parameters=max_parameters,
         chunk_size=options.chunk_size,
     )
-    spectrum = training_jacobian_spectrum(jacobian, bulk_tolerance=options.bulk_tolerance)
-    deviation = _replay_deviation(model, loss_fn, inputs, targets, initial, final, lr, steps)
+    spectrum = training_jacobian_spectrum(replay.jacobian, bulk_tolerance=options.bulk_tolerance)
+    run = torch.cat([final[name].reshape(-1) for name in initial]).double()
+    deviation = ((replay.end.double() - run).norm() / run.norm().clamp_min(1e-30)).item()
     seconds = time.perf_counter() - started
     chunks = math.ceil(count / options.chunk_size)
     meta = {
@@ -69,7 +71,7 @@ def measure_training_jacobian(
         "stable_threshold": spectrum.stable_threshold,
         "replay_deviation": deviation,
         "hvps": count * steps,
-        "gradients": chunks * steps + steps,
+        "gradients": chunks * steps,
         "seconds": seconds,
     }
     metrics = {
@@ -83,30 +85,3 @@ def measure_training_jacobian(
     }
     values = spectrum.singular_values.numpy()
     return ProbeMeasurement(metrics=metrics, arrays=[("training_jacobian", values, meta)])
-
-
-def _replay_deviation(
-    model: nn.Module,
-    loss_fn: LossFunction,
-    inputs: Tensor,
-    targets: Tensor,
-    initial: dict[str, Tensor],
-    final: dict[str, Tensor],
-    lr: float,
-    steps: int,
-) -> float:
-    """Relative distance between ``steps`` steps of gradient descent from ``initial`` (as the
-    training Jacobian replays them) and the run's own final parameters."""
-    buffers = buffers_of(model, copy=True)
-    point = {name: tensor.clone() for name, tensor in initial.items()}
-
-    def loss_at(params: dict[str, Tensor]) -> Tensor:
-        return loss_fn(torch.func.functional_call(model, (params, buffers), (inputs,)), targets)
-
-    gradient = torch.func.grad(loss_at)
-    for _ in range(steps):
-        step = gradient(point)
-        point = {name: point[name] - lr * step[name] for name in point}
-    replay = torch.cat([tensor.reshape(-1) for tensor in point.values()]).double()
-    run = torch.cat([final[name].reshape(-1) for name in point]).double()
-    return ((replay - run).norm() / run.norm().clamp_min(1e-30)).item()

@@ -189,11 +189,9 @@ class _Prober:
         recorder: RunRecorder,
     ) -> dict[str, float]:
         """Run one probe, hand its arrays to the recorder, account its time; its metrics."""
-        start = time.perf_counter()
+        started = time.perf_counter()
         measured = measure()
-        for kind, values, meta in measured.arrays:
-            recorder.record_array(step, kind, values, meta)
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        self._record_arrays(recorder, step, measured, name, started)
         return measured.metrics
 
     def snapshot(self, step: int, recorder: RunRecorder) -> None:
@@ -281,10 +279,22 @@ class _Prober:
         name: str,
         started: float,
     ) -> None:
-        for kind, values, meta in measured.arrays:
-            recorder.record_array(step, kind, values, meta)
+        """Hand a measurement's metrics and arrays to the recorder; account its time."""
         if measured.metrics:
             recorder.record(step, measured.metrics)
+        self._record_arrays(recorder, step, measured, name, started)
+
+    def _record_arrays(
+        self,
+        recorder: RunRecorder,
+        step: int,
+        measured: ProbeMeasurement,
+        name: str,
+        started: float,
+    ) -> None:
+        """Hand a measurement's arrays to the recorder; account the time since ``started``."""
+        for kind, values, meta in measured.arrays:
+            recorder.record_array(step, kind, values, meta)
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
     def keep_checkpoint(self, step: int) -> None:

@@ -54,6 +54,16 @@ class TrainingJacobianSpectrum:
     stable_threshold: float
 
 
+@dataclass(frozen=True)
+class UnrolledTraining:
+    """What replaying ``steps`` steps of gradient descent in forward mode gives: the training
+    Jacobian ``dθ_T/dθ_0`` (``P × P``) and the end point ``θ_T`` it was taken along (flat, in
+    the order of the parameter dictionary)."""
+
+    jacobian: Tensor
+    end: Tensor
+
+
 def training_jacobian(
     model: nn.Module,
     loss_fn: LossFunction,
@@ -66,10 +76,31 @@ def training_jacobian(
     max_parameters: int = TRAINING_JACOBIAN_MAX_PARAMETERS,
     chunk_size: int = TRAINING_JACOBIAN_CHUNK_SIZE,
 ) -> Tensor:
+    """The ``P × P`` training Jacobian ``dθ_T/dθ_0``: :func:`unrolled_training`'s ``jacobian``
+    (see there)."""
+    return unrolled_training(
+        model, loss_fn, inputs, targets, lr=lr, steps=steps, params=params,
+        max_parameters=max_parameters, chunk_size=chunk_size,
+    ).jacobian  # fmt: skip
+
+
+def unrolled_training(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    inputs: Tensor,
+    targets: Tensor,
+    *,
+    lr: float,
+    steps: int,
+    params: dict[str, Tensor] | None = None,
+    max_parameters: int = TRAINING_JACOBIAN_MAX_PARAMETERS,
+    chunk_size: int = TRAINING_JACOBIAN_CHUNK_SIZE,
+) -> UnrolledTraining:
     """The ``P × P`` training Jacobian ``dθ_T/dθ_0`` of ``steps`` steps of full-batch gradient
     descent ``θ_{t+1} = θ_t − lr·∇L(θ_t)`` on ``(inputs, targets)`` from ``θ_0 = params``
     (default: the model's detached trainable parameters), flattened in the order of the
-    parameter dictionary: entry ``(i, j)`` is ``∂θ_T[i]/∂θ_0[j]`` (Belrose & Scherlis 2024).
+    parameter dictionary: entry ``(i, j)`` is ``∂θ_T[i]/∂θ_0[j]`` (Belrose & Scherlis 2024),
+    and the end point ``θ_T`` of that training (the primal of the forward-mode passes).
 
     Exact, in forward mode as in the paper: column ``j`` is the Jacobian-vector product of the
     unrolled training with the unit vector ``e_j`` (``torch.func.jvp`` through ``steps``
@@ -113,16 +144,19 @@ def training_jacobian(
             flat = flat - lr * gradient(flat)
         return flat
 
-    def column(tangent: Tensor) -> Tensor:
-        return jvp(train, (start,), (tangent,))[1]
+    def column(tangent: Tensor) -> tuple[Tensor, Tensor]:
+        return jvp(train, (start,), (tangent,))
 
     columns = vmap(column)
     identity = torch.eye(count, dtype=start.dtype, device=start.device)
     jacobian = torch.empty_like(identity)
+    end = start
     for first in range(0, count, chunk_size):
         last = min(first + chunk_size, count)
-        jacobian[:, first:last] = columns(identity[first:last]).T
-    return jacobian
+        ends, tangents = columns(identity[first:last])
+        jacobian[:, first:last] = tangents.T
+        end = ends[0]  # the primal is not batched: the same end point in every row
+    return UnrolledTraining(jacobian=jacobian, end=end)
 
 
 def training_jacobian_spectrum(
