@@ -223,6 +223,7 @@ def _lanczos_meta(result: LanczosResult, threshold: float | None = None) -> dict
         "matvecs": result.matvecs,
         "converged": bool(result.converged),
         "residuals": result.residuals.tolist(),
+        "errors": result.errors.tolist(),
     }
     if threshold is not None:
         meta["threshold"] = threshold

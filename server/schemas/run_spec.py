@@ -32,7 +32,10 @@ class HessianProbeSpec(StrictModel):
     )
     top_k: int = Field(1, ge=1, le=20, description="how many of the largest eigenvalues")
     tolerance: float = Field(
-        1e-4, gt=0.0, le=0.1, description="relative residual at which an eigenvalue is done"
+        1e-4,
+        gt=0.0,
+        le=0.1,
+        description="relative error bound at which an eigenvalue is done (Kato-Temple)",
     )
     max_iterations: int = Field(100, ge=5, le=1000, description="Lanczos iterations at most")
     min_eigenvalue: bool = Field(False, description="also the smallest (most negative) one")

@@ -37,12 +37,20 @@ def expected(matrix: Tensor, k: int, which: str) -> Tensor:
 
 
 def assert_eigenpairs(
-    matrix: Tensor, result: LanczosResult, exact: Tensor, tolerance: float = LANCZOS_TOLERANCE
+    matrix: Tensor,
+    result: LanczosResult,
+    exact: Tensor,
+    tolerance: float = LANCZOS_TOLERANCE,
+    criterion: str = "eigenvalue",
 ) -> None:
-    """Eigenvalues within ``tolerance`` relative, eigenvectors with small true residuals."""
+    """Eigenvalues within ``tolerance`` relative and within their reported error bounds;
+    eigenvectors with the true residuals reported (within ``tolerance`` for the residual
+    criterion)."""
     values, vectors = result.eigenvalues, result.eigenvectors
     assert result.converged
     assert ((values - exact).abs() / exact.abs()).max().item() < tolerance
+    assert ((values - exact).abs() <= result.errors + 1e-12 * exact.abs().max()).all()
+    assert (result.errors <= result.residuals).all()
     # Eigenvectors, up to sign and within degenerate subspaces: orthonormal, and their true
     # residuals are what the iteration reported, and within the tolerance.
     k = values.numel()
@@ -50,7 +58,30 @@ def assert_eigenpairs(
     residuals = torch.linalg.vector_norm(matrix @ vectors - vectors * values, dim=0)
     scale = torch.linalg.matrix_norm(matrix, ord=2)
     assert (residuals - result.residuals).abs().max() < 1e-10 * scale
-    assert (residuals <= tolerance * values.abs() + 1e-12 * scale).all()
+    if criterion == "residual":
+        assert (residuals <= tolerance * values.abs() + 1e-12 * scale).all()
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_eigenvalue_criterion_needs_fewer_products_for_the_same_accuracy(k: int) -> None:
+    """Kato-Temple: an eigenvalue's error is quadratic in its residual, so stopping on the
+    eigenvalue's error bound takes fewer products than stopping on the residual, for
+    eigenvalues within the same tolerance (and within their reported bounds)."""
+    matrix = hessian_like(300, seed=20)
+    exact = expected(matrix, k, "largest")
+    runs = {
+        criterion: lanczos_top_eigenpairs(
+            DenseSymmetricOperator(matrix), k, tolerance=1e-8, criterion=criterion,
+            generator=torch.Generator().manual_seed(21),
+        )  # fmt: skip
+        for criterion in ("eigenvalue", "residual")
+    }
+    for criterion, result in runs.items():
+        assert_eigenpairs(matrix, result, exact, 1e-8, criterion)
+    assert runs["eigenvalue"].matvecs < runs["residual"].matvecs
+    # the residual criterion's errors are its residuals; the eigenvalue one's are sharper
+    assert torch.equal(runs["residual"].errors, runs["residual"].residuals)
+    assert (runs["eigenvalue"].residuals > 1e-8 * exact.abs()).any()
 
 
 @pytest.mark.parametrize("which", ["largest", "smallest", "both"])
