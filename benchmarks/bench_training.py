@@ -60,6 +60,7 @@ def main() -> None:
     configs = {
         "no probes": _spec(steps, steps, 128, norms=False),
         "probes every 10, probe batch 128": _spec(steps, 10, 128, norms=True),
+        "  of which losses only (norms off)": _spec(steps, 10, 128, norms=False),
         "probes every 10, probe batch 512": _spec(steps, 10, 512, norms=True),
     }
     run(_spec(50, 10, 128, norms=True))  # warm-up: imports, dataset, first allocations
