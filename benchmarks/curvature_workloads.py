@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from dynascope.server.schemas.data_specs import DigitsSpec, RandomImagesSpec
 from dynascope.server.schemas.model_specs import CNNSpec, MLPSpec
-from dynascope.worker.probes.curvature import HessianOperator, SymmetricOperator
+from dynascope.worker.probes.curvature import HessianOperator
 from dynascope.worker.probes.lanczos import lanczos_top_eigenpairs
+from dynascope.worker.probes.operators import SymmetricOperator
 from dynascope.worker.probes.params import call_at, detached_parameters, loss_and_gradient
 from dynascope.worker.registry import build_model, count_parameters, load_dataset, loss_function
 

@@ -18,14 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from dynascope.server.schemas.run_spec import HessianProbeSpec, RunSpec
-from dynascope.worker.probes.curvature import (
-    CurvatureOperator,
-    DiagonalPreconditioned,
-    GGNOperator,
-    hessian_operator,
-)
+from dynascope.worker.probes.curvature import CurvatureOperator, GGNOperator, hessian_operator
 from dynascope.worker.probes.density import density_grid, gaussian_density, slq_nodes
 from dynascope.worker.probes.lanczos import LanczosResult, lanczos_top_eigenpairs
+from dynascope.worker.probes.operators import DiagonalPreconditioned
 from dynascope.worker.probes.params import LossFunction
 from dynascope.worker.probes.trace import hutch_plus_plus_trace
 from dynascope.worker.registry import preconditioned_stability_threshold, stability_threshold

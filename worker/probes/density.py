@@ -23,8 +23,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from dynascope.worker.probes.curvature import SymmetricOperator
 from dynascope.worker.probes.lanczos import lanczos_tridiagonals
+from dynascope.worker.probes.operators import SymmetricOperator
 from dynascope.worker.probes.trace import rademacher
 
 ProbeDistribution = Literal["rademacher", "gaussian"]

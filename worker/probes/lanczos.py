@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from dynascope.worker.probes.curvature import SymmetricOperator
+from dynascope.worker.probes.operators import SymmetricOperator
 
 LANCZOS_TOLERANCE = 1e-6
 LANCZOS_SEED = 0

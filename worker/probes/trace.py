@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dynascope.worker.probes.curvature import SymmetricOperator
+from dynascope.worker.probes.operators import SymmetricOperator
 
 
 @dataclass(frozen=True)

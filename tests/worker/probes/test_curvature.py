@@ -11,13 +11,15 @@ from torch import Tensor, nn
 from torch.func import functional_call, hessian, jacrev
 
 from dynascope.worker.probes.curvature import (
-    DenseSymmetricOperator,
-    DiagonalPreconditioned,
     GGNOperator,
     HessianOperator,
     LinearizedHessianOperator,
-    SymmetricOperator,
     hessian_operator,
+)
+from dynascope.worker.probes.operators import (
+    DenseSymmetricOperator,
+    DiagonalPreconditioned,
+    SymmetricOperator,
 )
 from dynascope.worker.probes.params import detached_parameters
 from dynascope.worker.registry.transformer import DecoderTransformer

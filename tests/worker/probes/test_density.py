@@ -9,17 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dynascope.worker.probes.curvature import (
-    DenseSymmetricOperator,
-    HessianOperator,
-    LinearizedHessianOperator,
-)
+from dynascope.worker.probes.curvature import HessianOperator, LinearizedHessianOperator
 from dynascope.worker.probes.density import (
     SLQNodes,
     density_grid,
     gaussian_density,
     slq_nodes,
 )
+from dynascope.worker.probes.operators import DenseSymmetricOperator
 from tests.worker.probes.matrices import with_spectrum
 
 # torch scripts its forward-AD decompositions on first use (the linearized Hessian) and warns

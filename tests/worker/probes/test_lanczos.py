@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dynascope.worker.probes.curvature import DenseSymmetricOperator, HessianOperator
+from dynascope.worker.probes.curvature import HessianOperator
 from dynascope.worker.probes.lanczos import (
     LANCZOS_TOLERANCE,
     LanczosResult,
@@ -15,6 +15,7 @@ from dynascope.worker.probes.lanczos import (
     lanczos_tridiagonal,
     lanczos_tridiagonals,
 )
+from dynascope.worker.probes.operators import DenseSymmetricOperator
 from tests.worker.probes.matrices import with_spectrum
 
 
@@ -71,7 +72,10 @@ def test_eigenvalue_criterion_needs_fewer_products_for_the_same_accuracy(k: int)
     exact = expected(matrix, k, "largest")
     runs = {
         criterion: lanczos_top_eigenpairs(
-            DenseSymmetricOperator(matrix), k, tolerance=1e-8, criterion=criterion,
+            DenseSymmetricOperator(matrix),
+            k,
+            tolerance=1e-8,
+            criterion=criterion,
             generator=torch.Generator().manual_seed(21),
         )  # fmt: skip
         for criterion in ("eigenvalue", "residual")

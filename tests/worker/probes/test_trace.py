@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from dynascope.worker.probes.curvature import DenseSymmetricOperator
+from dynascope.worker.probes.operators import DenseSymmetricOperator
 from dynascope.worker.probes.trace import (
     TraceEstimate,
     hutch_plus_plus_trace,
