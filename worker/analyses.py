@@ -16,8 +16,8 @@ from dynascope.server.schemas.run_spec import TrainingJacobianProbeSpec
 from dynascope.worker.curvature_probe import ProbeMeasurement
 from dynascope.worker.probes.params import LossFunction
 from dynascope.worker.probes.training_jacobian import (
+    training_jacobian,
     training_jacobian_spectrum,
-    unrolled_training,
 )
 
 
@@ -43,7 +43,7 @@ def measure_training_jacobian(
     same full batch)."""
     started = time.perf_counter()
     count = sum(tensor.numel() for tensor in initial.values())
-    replay = unrolled_training(
+    replay = training_jacobian(
         model,
         loss_fn,
         inputs,

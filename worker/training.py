@@ -191,7 +191,7 @@ class _Prober:
         """Run one probe, hand its arrays to the recorder, account its time; its metrics."""
         started = time.perf_counter()
         measured = measure()
-        self._record_arrays(recorder, step, measured, name, started)
+        self._record(recorder, step, measured, name, started, metrics=False)
         return measured.metrics
 
     def snapshot(self, step: int, recorder: RunRecorder) -> None:
@@ -278,21 +278,13 @@ class _Prober:
         measured: ProbeMeasurement,
         name: str,
         started: float,
+        *,
+        metrics: bool = True,
     ) -> None:
-        """Hand a measurement's metrics and arrays to the recorder; account its time."""
-        if measured.metrics:
+        """Hand a measurement's arrays (and its metrics, unless the caller records them with
+        others) to the recorder; account the time since ``started`` to probe ``name``."""
+        if metrics and measured.metrics:
             recorder.record(step, measured.metrics)
-        self._record_arrays(recorder, step, measured, name, started)
-
-    def _record_arrays(
-        self,
-        recorder: RunRecorder,
-        step: int,
-        measured: ProbeMeasurement,
-        name: str,
-        started: float,
-    ) -> None:
-        """Hand a measurement's arrays to the recorder; account the time since ``started``."""
         for kind, values, meta in measured.arrays:
             recorder.record_array(step, kind, values, meta)
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started

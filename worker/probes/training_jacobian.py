@@ -55,10 +55,9 @@ class TrainingJacobianSpectrum:
 
 
 @dataclass(frozen=True)
-class UnrolledTraining:
-    """What replaying ``steps`` steps of gradient descent in forward mode gives: the training
-    Jacobian ``dθ_T/dθ_0`` (``P × P``) and the end point ``θ_T`` it was taken along (flat, in
-    the order of the parameter dictionary)."""
+class TrainingJacobian:
+    """The training Jacobian ``dθ_T/dθ_0`` (``P × P``) and the end point ``θ_T`` of the
+    training it was taken along (flat, in the order of the parameter dictionary)."""
 
     jacobian: Tensor
     end: Tensor
@@ -75,27 +74,7 @@ def training_jacobian(
     params: dict[str, Tensor] | None = None,
     max_parameters: int = TRAINING_JACOBIAN_MAX_PARAMETERS,
     chunk_size: int = TRAINING_JACOBIAN_CHUNK_SIZE,
-) -> Tensor:
-    """The ``P × P`` training Jacobian ``dθ_T/dθ_0``: :func:`unrolled_training`'s ``jacobian``
-    (see there)."""
-    return unrolled_training(
-        model, loss_fn, inputs, targets, lr=lr, steps=steps, params=params,
-        max_parameters=max_parameters, chunk_size=chunk_size,
-    ).jacobian  # fmt: skip
-
-
-def unrolled_training(
-    model: nn.Module,
-    loss_fn: LossFunction,
-    inputs: Tensor,
-    targets: Tensor,
-    *,
-    lr: float,
-    steps: int,
-    params: dict[str, Tensor] | None = None,
-    max_parameters: int = TRAINING_JACOBIAN_MAX_PARAMETERS,
-    chunk_size: int = TRAINING_JACOBIAN_CHUNK_SIZE,
-) -> UnrolledTraining:
+) -> TrainingJacobian:
     """The ``P × P`` training Jacobian ``dθ_T/dθ_0`` of ``steps`` steps of full-batch gradient
     descent ``θ_{t+1} = θ_t − lr·∇L(θ_t)`` on ``(inputs, targets)`` from ``θ_0 = params``
     (default: the model's detached trainable parameters), flattened in the order of the
@@ -156,7 +135,7 @@ def unrolled_training(
         ends, tangents = columns(identity[first:last])
         jacobian[:, first:last] = tangents.T
         end = ends[0]  # the primal is not batched: the same end point in every row
-    return UnrolledTraining(jacobian=jacobian, end=end)
+    return TrainingJacobian(jacobian=jacobian, end=end)
 
 
 def training_jacobian_spectrum(

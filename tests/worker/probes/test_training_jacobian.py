@@ -90,7 +90,7 @@ def test_linear_least_squares_closed_form() -> None:
     )
     jacobian = training_jacobian(
         model, half_mean_squared_error, inputs, targets, lr=lr, steps=steps, chunk_size=4
-    )
+    ).jacobian
     step = torch.eye(len(eigenvalues), dtype=torch.float64) - lr * curvature
     torch.testing.assert_close(jacobian, torch.linalg.matrix_power(step, steps), rtol=0, atol=EXACT)
 
@@ -116,25 +116,32 @@ def test_one_step_is_identity_minus_lr_hessian() -> None:
         shaped = {name: pieces[name].view_as(p) for name, p in model.named_parameters()}
         return half_mean_squared_error(functional_call(model, shaped, (inputs,)), targets)
 
-    jacobian = training_jacobian(model, half_mean_squared_error, inputs, targets, lr=0.3, steps=1)
+    jacobian = training_jacobian(
+        model, half_mean_squared_error, inputs, targets, lr=0.3, steps=1
+    ).jacobian
     expected = torch.eye(start.numel(), dtype=torch.float64) - 0.3 * hessian(loss_at)(start)
     torch.testing.assert_close(jacobian, expected, rtol=0, atol=EXACT)
     zero_steps = training_jacobian(model, half_mean_squared_error, inputs, targets, lr=1, steps=0)
-    torch.testing.assert_close(zero_steps, torch.eye(start.numel(), dtype=torch.float64))
+    torch.testing.assert_close(zero_steps.jacobian, torch.eye(start.numel(), dtype=torch.float64))
+    torch.testing.assert_close(zero_steps.end, start, rtol=0, atol=0)
 
 
 def test_tanh_mlp_matches_central_differences() -> None:
     model, inputs, targets = tanh_mlp()
     lr, steps, epsilon = 0.2, 20, 1e-5
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    jacobian = training_jacobian(
+    replay = training_jacobian(
         model, half_mean_squared_error, inputs, targets, lr=lr, steps=steps, chunk_size=10
     )
+    jacobian = replay.jacobian
     for name, p in model.named_parameters():  # the probe trained nothing
         assert p.grad is None
         assert torch.equal(p, before[name])
 
     start = parameters_to_vector(model.parameters()).detach()
+    # the end point is the primal of the same forward-mode passes: training by hand
+    end = descend_by_hand(model, start.clone(), inputs, targets, lr, steps)  # it trains in place
+    torch.testing.assert_close(replay.end, end, rtol=0, atol=EXACT)
     generator = torch.Generator().manual_seed(4)
     for _ in range(3):
         direction = torch.randn(start.numel(), generator=generator, dtype=torch.float64)
