@@ -190,20 +190,9 @@ class CurvatureOperator(SymmetricOperator, Generic[Graph]):
         return total.T  # n × j, each column contiguous
 
 
-class HessianOperator(CurvatureOperator[HessianGraph]):
-    """The Hessian of the mean loss over a batch at ``params`` (default: the model's current
-    trainable parameters), as Hessian-vector products (Pearlmutter 1994).
-
-    Per chunk the gradient is computed once with ``create_graph=True`` at leaf copies of the
-    parameters, and each product is ``torch.autograd.grad(g, leaves, grad_outputs=v)``, the
-    gradient of ``⟨g, v⟩``, through the retained graph. Measured on an MLP 64-128-128-10,
-    batch 1024, float32 CPU (one thread, medians): a product costs 1.4-1.5 gradient
-    evaluations with tanh and 1.6-1.7 with ReLU (whose double backward also accumulates zero
-    gradients), against 3.5-3.9 for a forward-over-reverse ``jvp(grad)`` each time; building
-    the graph costs about 1.3 gradients, once. ``graph_builds`` counts the gradient
-    evaluations that built graphs. See the module's docstring for ``chunk_size`` and
-    ``retain_graphs``.
-    """
+class LossCurvatureOperator(CurvatureOperator[Graph]):
+    """A curvature matrix of ``loss_fn(model(inputs), targets)``, the mean loss over the batch
+    (the Hessian's two forms below; the Gauss-Newton matrix takes a named output loss)."""
 
     def __init__(
         self,
@@ -226,6 +215,22 @@ class HessianOperator(CurvatureOperator[HessianGraph]):
         )
         self.loss_fn = loss_fn
         self.targets = targets
+
+
+class HessianOperator(LossCurvatureOperator[HessianGraph]):
+    """The Hessian of the mean loss over a batch at ``params`` (default: the model's current
+    trainable parameters), as Hessian-vector products (Pearlmutter 1994).
+
+    Per chunk the gradient is computed once with ``create_graph=True`` at leaf copies of the
+    parameters, and each product is ``torch.autograd.grad(g, leaves, grad_outputs=v)``, the
+    gradient of ``⟨g, v⟩``, through the retained graph. Measured on an MLP 64-128-128-10,
+    batch 1024, float32 CPU (one thread, medians): a product costs 1.4-1.5 gradient
+    evaluations with tanh and 1.6-1.7 with ReLU (whose double backward also accumulates zero
+    gradients), against 3.5-3.9 for a forward-over-reverse ``jvp(grad)`` each time; building
+    the graph costs about 1.3 gradients, once. ``graph_builds`` counts the gradient
+    evaluations that built graphs. See the module's docstring for ``chunk_size`` and
+    ``retain_graphs``.
+    """
 
     def _build(self, index: int) -> HessianGraph:
         start, stop = self.chunks[index]
@@ -253,7 +258,7 @@ class HessianOperator(CurvatureOperator[HessianGraph]):
         )
 
 
-class LinearizedHessianOperator(CurvatureOperator[LinearizedGradient]):
+class LinearizedHessianOperator(LossCurvatureOperator[LinearizedGradient]):
     """The Hessian of the mean loss over a batch at ``params`` (default: the model's current
     trainable parameters), by forward-over-reverse products from ``torch.func.linearize``.
 
@@ -304,15 +309,9 @@ class LinearizedHessianOperator(CurvatureOperator[LinearizedGradient]):
                 "or use HessianOperator"
             )
         super().__init__(
-            model,
-            inputs,
-            targets,
-            chunk_size=chunk_size,
-            params=params,
+            model, loss_fn, inputs, targets, chunk_size=chunk_size, params=params,
             retain_graphs=retain_graphs,
-        )
-        self.loss_fn = loss_fn
-        self.targets = targets
+        )  # fmt: skip
         self.block_products = block_products
 
     def _build(self, index: int) -> LinearizedGradient:
