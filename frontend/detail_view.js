@@ -8,6 +8,9 @@ import { ACTIVE, duration, keyHyperparameters, progressBar, statusBadge, when } 
 import { loadPlotly, pointsFor, preferPlotly, webglAvailable } from "./plotting.js";
 
 const REDRAW_EVERY_MS = 2500;
+// Spectra are drawn as columns over steps (heatmaps, lines per index): the server keeps at most
+// this many entries per kind, evenly spread, so a long run's page loads as fast as a short one's.
+const SPECTRA_ENTRIES = 400;
 
 function probeEnabled(run, name) {
   const value = run.spec?.probes?.[name];
@@ -20,7 +23,7 @@ async function loadSources(run, maxPoints, onSettled) {
   const wanted = {
     metrics: () => api.get(`/runs/${id}/metrics?max_points=${maxPoints}`).then((body) => body.series),
     spectra: () => (["hessian", "jacobian", "training_jacobian"].some((p) => probeEnabled(run, p))
-      ? api.get(`/runs/${id}/spectra`).then((body) => body.spectra) : Promise.resolve({})),
+      ? api.get(`/runs/${id}/spectra?max_entries=${SPECTRA_ENTRIES}`).then((body) => body.spectra) : Promise.resolve({})),
     landscapes: () => (probeEnabled(run, "landscape")
       ? api.get(`/runs/${id}/landscapes`).then((body) => body.landscapes ?? []) : Promise.resolve(null)),
     trajectory: () => (probeEnabled(run, "trajectory")

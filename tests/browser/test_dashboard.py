@@ -145,6 +145,8 @@ def test_detail_draws_every_enabled_chart(page, probed_run, screenshots):
         assert "not enabled" in charts[name]["message"], (name, charts[name])
     # the loss has its minibatch series at every step (60 steps + the last)
     assert charts["loss"]["points"] >= 60
+    # spectra are asked for thinned, as the charts draw them (a long run costs a short one's)
+    assert any("/spectra?max_entries=" in url for url in page.requests)
     # sharpness is drawn against its stability threshold
     assert any("lr" in name for name in charts["sharpness"]["names"])
     # each chart says what it shows and where the method comes from
@@ -412,7 +414,7 @@ def test_end_of_run_charts_draw_from_the_documented_shapes(page, probed_run, scr
         route.fulfill(json=body)
 
     page.route(f"**/api/v1/runs/{probed_run}", run)
-    page.route(f"**/api/v1/runs/{probed_run}/spectra", spectra)
+    page.route(f"**/api/v1/runs/{probed_run}/spectra?*", spectra)
     page.route(
         f"**/api/v1/runs/{probed_run}/trajectory",
         lambda route: route.fulfill(json={"run_id": probed_run, "trajectory": fake["trajectory"]}),

@@ -68,12 +68,20 @@ def read_spectra(
         list[SpectrumKind] | None,
         Query(description="spectrum kinds (repeat the parameter); all kinds when omitted"),
     ] = None,
+    max_entries: Annotated[
+        int | None,
+        Query(ge=2, le=10_000, description="at most this many entries per kind, evenly spread"),
+    ] = None,
 ) -> Response:
     """Array-valued probe results of a run by kind, in step order: each entry has the step,
     the values (float32) with their shape, and the probe's metadata (iterations, products,
-    residuals, the stability threshold, the density's grid, ...)."""
+    residuals, the stability threshold, the density's grid, ...). ``max_entries`` thins each
+    kind to that many entries spread evenly over its steps, the first and last included (for
+    drawing: a long run's spectra then cost what a short run's do)."""
     runs_service.get_run(session, run_id=run_id)
-    arrays = arrays_service.read_arrays(session, run_id, kind or arrays_service.SPECTRUM_KINDS)
+    arrays = arrays_service.read_arrays(
+        session, run_id, kind or arrays_service.SPECTRUM_KINDS, max_entries
+    )
     body = {
         "run_id": run_id,
         "spectra": {
