@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from dynascope.worker.probes.lanczos import lanczos_tridiagonals
+from dynascope.worker.probes.lanczos import gaussian_vector, lanczos_tridiagonals
 from dynascope.worker.probes.operators import SymmetricOperator
 from dynascope.worker.probes.trace import rademacher
 
@@ -111,8 +111,7 @@ def _probe_vector(
     """One random probe vector, drawn on the host in the operator's dtype and device."""
     if distribution == "rademacher":
         return rademacher(operator, 1, generator)[:, 0]
-    start = torch.randn(operator.size, generator=generator, dtype=torch.float64)
-    return start.to(operator.device, operator.dtype)
+    return gaussian_vector(operator, generator)
 
 
 def density_grid(nodes: SLQNodes, points: int, margin: float) -> Tensor:

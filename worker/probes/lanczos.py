@@ -142,7 +142,7 @@ class _LanczosProcess:
         j = self.steps
         if j >= self.operator.size:
             return False
-        vector, norm = self._orthogonalise(_gaussian(self.operator, generator), j)
+        vector, norm = self._orthogonalise(gaussian_vector(self.operator, generator), j)
         self.dropped.append((j - 1, self.betas[-1]))
         self.betas[-1] = 0.0
         self._ensure_capacity(j + 1)
@@ -440,7 +440,7 @@ def _start_vector(
     operator: SymmetricOperator, start: Tensor | None, noise: float, generator: torch.Generator
 ) -> Tensor:
     """A Gaussian vector, or the sum of the columns of ``start`` plus noise of norm ``noise``."""
-    random = _gaussian(operator, generator)
+    random = gaussian_vector(operator, generator)
     random = random / torch.linalg.vector_norm(random)
     if start is None:
         return random
@@ -458,7 +458,7 @@ def _start_vector(
     return combined / norm + noise * random
 
 
-def _gaussian(operator: SymmetricOperator, generator: torch.Generator) -> Tensor:
+def gaussian_vector(operator: SymmetricOperator, generator: torch.Generator) -> Tensor:
     """A standard Gaussian vector drawn on the host (so any CPU generator works), moved to the
     operator's device and dtype."""
     vector = torch.randn(operator.size, generator=generator, dtype=torch.float64)
