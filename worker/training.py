@@ -42,8 +42,9 @@ from dynascope.worker.curvature_probe import CurvatureProber, ProbeMeasurement
 from dynascope.worker.geometry_probe import measure_landscapes, measure_trajectory
 from dynascope.worker.jacobian_probe import JacobianProber
 from dynascope.worker.probes import (
+    correct_predictions,
     detached_parameters,
-    evaluate,
+    evaluation_sums,
     loss_and_gradient,
     measure_norms,
 )
@@ -76,10 +77,6 @@ class _ProbeState:
     initial: dict[str, Tensor]
     before_update: dict[str, Tensor] | None = None
     spectral_vectors: dict[str, Tensor] | None = None
-
-
-def _accuracy(outputs: Tensor, targets: Tensor) -> float:
-    return (outputs.argmax(dim=-1) == targets).double().mean().item()
 
 
 class _Prober:
@@ -128,15 +125,8 @@ class _Prober:
             start = time.perf_counter()
             values = {"lr": lr, "time/elapsed": start - self.started}
             params = detached_parameters(self.model)
-            loss, outputs, grads = loss_and_gradient(
-                self.model, self.loss_fn, self.x_probe, self.y_probe
-            )
-            values["train/loss"] = loss.item()
-            held = evaluate(self.model, self.loss_fn, self.x_held, self.y_held, task=self.task)
-            values["test/loss"] = held.loss
-            if self.task == "classification":
-                values["train/accuracy"] = _accuracy(outputs, self.y_probe)
-                values["test/accuracy"] = held.accuracy  # type: ignore[assignment]
+            losses, grads = self._losses()
+            values |= losses
             elapsed = time.perf_counter() - start
             self.seconds["loss"] += elapsed
             values["cost/loss/seconds"] = elapsed
@@ -150,6 +140,28 @@ class _Prober:
             return values["train/loss"]
         finally:
             self.model.train(was_training)
+
+    def _losses(self) -> tuple[dict[str, float], dict[str, Tensor]]:
+        """Loss (and accuracy) on the probe batch and on the held-out batch, brought to the
+        host in one transfer, and the probe batch's gradient (for the norms)."""
+        loss, outputs, gradient = loss_and_gradient(
+            self.model, self.loss_fn, self.x_probe, self.y_probe
+        )
+        held_loss, held_correct = evaluation_sums(
+            self.model, self.loss_fn, self.x_held, self.y_held, task=self.task
+        )
+        if held_correct is None:
+            train, test = torch.stack([loss.double(), held_loss.double()]).tolist()
+            return {"train/loss": train, "test/loss": test}, gradient
+        correct = correct_predictions(outputs, self.y_probe)
+        scalars = [loss.double(), held_loss.double(), correct.double(), held_correct.double()]
+        train, test, train_correct, test_correct = torch.stack(scalars).tolist()
+        return {
+            "train/loss": train,
+            "test/loss": test,
+            "train/accuracy": train_correct / len(self.y_probe),
+            "test/accuracy": test_correct / len(self.y_held),
+        }, gradient
 
     def _norms(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> dict[str, float]:
         start = time.perf_counter()

@@ -1,7 +1,13 @@
 """Probes: pure functions of a model, a loss function, a batch and parameter dictionaries that
 measure how training goes. They never modify the model being trained (see :mod:`.params`)."""
 
-from dynascope.worker.probes.evaluation import Evaluation, Task, evaluate
+from dynascope.worker.probes.evaluation import (
+    Evaluation,
+    Task,
+    correct_predictions,
+    evaluate,
+    evaluation_sums,
+)
 from dynascope.worker.probes.norms import (
     NormsResult,
     distance,
@@ -28,9 +34,11 @@ __all__ = [
     "Task",
     "buffers_of",
     "call_at",
+    "correct_predictions",
     "detached_parameters",
     "distance",
     "evaluate",
+    "evaluation_sums",
     "gradient_norm",
     "gradient_norms",
     "loss_and_gradient",

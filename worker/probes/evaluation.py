@@ -44,6 +44,32 @@ def evaluate(
     BatchNorm normalises each chunk by its own statistics and dropout draws from the global
     random generator, which is why the runner probes in eval mode.
     """
+    loss, correct = evaluation_sums(
+        model, loss_fn, inputs, targets, task=task, chunk_size=chunk_size, params=params
+    )
+    count = inputs.shape[0]
+    return Evaluation(
+        loss=loss.item(), accuracy=None if correct is None else correct.item() / count
+    )
+
+
+def evaluation_sums(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    inputs: Tensor,
+    targets: Tensor,
+    *,
+    task: Task,
+    chunk_size: int = 4096,
+    params: dict[str, Tensor] | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """What :func:`evaluate` computes, left on the device for the caller to bring to the host
+    with other values in one transfer: the mean loss (a 0-dim tensor, float64 when the set
+    takes several chunks) and, for classification, the number of examples classified
+    correctly (a 0-dim int64 tensor; ``None`` for regression). A set of at most
+    ``chunk_size`` examples at the model's own point in eval mode is one forward pass and
+    nothing else (what the runner's probes do every few steps).
+    """
     if task not in ("classification", "regression"):
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     if chunk_size < 1:
@@ -53,12 +79,17 @@ def evaluate(
         raise ValueError("evaluate() needs at least one example; the set is empty")
     if targets.shape[0] != count:
         raise ValueError(f"{count} inputs but {targets.shape[0]} targets; they must match")
+    classification = task == "classification"
     # At the model's own point in eval mode, call it directly (nothing to replace, nothing
     # it could update); otherwise through call_at, which protects the running statistics.
     direct = params is None and not model.training
-    loss_sum = torch.zeros((), dtype=torch.float64, device=inputs.device)
-    correct = torch.zeros((), dtype=torch.int64, device=inputs.device)
     with torch.no_grad():
+        if direct and count <= chunk_size:
+            outputs = model(inputs)
+            correct = correct_predictions(outputs, targets) if classification else None
+            return loss_fn(outputs, targets), correct
+        loss_sum = torch.zeros((), dtype=torch.float64, device=inputs.device)
+        correct = torch.zeros((), dtype=torch.int64, device=inputs.device)
         for start in range(0, count, chunk_size):
             chunk_inputs = inputs[start : start + chunk_size]
             chunk_targets = targets[start : start + chunk_size]
@@ -67,14 +98,12 @@ def evaluate(
             else:
                 outputs = call_at(model, params or detached_parameters(model), chunk_inputs)
             loss_sum += loss_fn(outputs, chunk_targets).double() * chunk_inputs.shape[0]
-            if task == "classification":
-                correct += _correct_predictions(outputs, chunk_targets)
-    loss = loss_sum.item() / count
-    accuracy = correct.item() / count if task == "classification" else None
-    return Evaluation(loss=loss, accuracy=accuracy)
+            if classification:
+                correct += correct_predictions(outputs, chunk_targets)
+    return loss_sum / count, correct if classification else None
 
 
-def _correct_predictions(outputs: Tensor, targets: Tensor) -> Tensor:
+def correct_predictions(outputs: Tensor, targets: Tensor) -> Tensor:
     """Number of examples whose argmax output is the target class."""
     if outputs.ndim != 2:
         raise ValueError(

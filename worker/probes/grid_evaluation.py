@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from dynascope.worker.probes.evaluation import Task, _correct_predictions
+from dynascope.worker.probes.evaluation import Task, correct_predictions
 from dynascope.worker.probes.params import LossFunction, buffers_of
 
 CHUNK_SIZE = 64
@@ -134,7 +134,7 @@ def losses_at_combinations(
         loss = loss_fn(outputs, targets)
         if not classification:
             return loss, loss.new_zeros((), dtype=torch.int64)
-        return loss, _correct_predictions(outputs, targets)
+        return loss, correct_predictions(outputs, targets)
 
     count = weights.shape[0]
     losses = torch.empty(count, dtype=torch.float64, device=inputs.device)
