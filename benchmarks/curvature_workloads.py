@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from dynascope.server.schemas.data_specs import DigitsSpec, RandomImagesSpec
 from dynascope.server.schemas.model_specs import CNNSpec, MLPSpec
 from dynascope.worker.probes.curvature import HessianOperator
 from dynascope.worker.probes.lanczos import lanczos_top_eigenpairs
+from dynascope.worker.probes.memory_format import in_preferred_format
 from dynascope.worker.probes.operators import SymmetricOperator
 from dynascope.worker.probes.params import call_at, detached_parameters, loss_and_gradient
 from dynascope.worker.registry import build_model, count_parameters, load_dataset, loss_function
@@ -44,6 +46,13 @@ class Workload:
     @property
     def size(self) -> int:
         return count_parameters(self.model)
+
+    @cached_property
+    def x_ours(self) -> Tensor:
+        """The batch as the runner hands it to our probes: channels-last images for a
+        convolutional model on the CPU (``worker/probes/memory_format.py``), ``x`` itself
+        otherwise. The peers get ``x``, as their users pass it."""
+        return in_preferred_format(self.model, self.x)
 
 
 @dataclass(frozen=True)

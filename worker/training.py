@@ -5,7 +5,9 @@ loss of the minibatch it is about to train on (``train/batch_loss``, at the curr
 parameters); at step 0, every ``probes.every`` steps and at the last step it runs the probes
 on the fixed probe batch (the first ``probes.batch_size`` training examples) and the fixed
 held-out batch (the first ``probes.batch_size`` test examples), in eval mode (BatchNorm on
-running statistics, dropout off), through ``torch.func`` without touching the model.
+running statistics, dropout off), through ``torch.func`` without touching the model. Images
+for a convolutional model on the CPU are held channels-last when a trial pass agrees
+(:mod:`.probes.memory_format`): training and probes then run about twice as fast.
 
 The flattened parameters at step 0 and at the end of a completed run are stored as
 snapshots (float32, compressed), and with ``probes.trajectory`` every ``snapshot_every``
@@ -21,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -48,6 +50,7 @@ from dynascope.worker.probes import (
     loss_and_gradient,
     measure_norms,
 )
+from dynascope.worker.probes.memory_format import prefers_channels_last
 from dynascope.worker.recorder import RunRecorder
 from dynascope.worker.registry import (
     Dataset,
@@ -335,6 +338,7 @@ def train(
     torch.manual_seed(spec.seed)
     data = load_dataset(spec.data, data_dir=data_dir)
     model = build_model(spec.model, data).to(device)
+    data = _in_preferred_format(model, data)
     n_params = count_parameters(model)
     if n_params > limits.max_parameters:
         raise InvalidSpecError(
@@ -384,6 +388,20 @@ def train(
         recorder.progress(step + 1)
     prober.analyse(recorder, x_train, y_train, lr=spec.optimizer.lr, limits=limits)
     return _ended("completed", spec.steps, started, setup_s, prober)
+
+
+def _in_preferred_format(model: nn.Module, data: Dataset) -> Dataset:
+    """The dataset with its images in the memory format the model runs fastest on (channels-
+    last for convolutional models on the CPU: see :mod:`.probes.memory_format`), so that every
+    minibatch, probe batch and analysis reads them that way. The dataset is replaced, not
+    copied beside itself: the contiguous tensors are freed when nothing else holds them."""
+    if not prefers_channels_last(model, data.x_train):
+        return data
+    return replace(
+        data,
+        x_train=data.x_train.contiguous(memory_format=torch.channels_last),
+        x_test=data.x_test.contiguous(memory_format=torch.channels_last),
+    )
 
 
 def _snapshot_cadence(spec: RunSpec, n_params: int, limits: Limits) -> int:

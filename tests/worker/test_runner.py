@@ -4,6 +4,7 @@ recorded keys, divergence and failures (the Celery path is covered by tests/inte
 from __future__ import annotations
 
 import pytest
+import torch
 
 from dynascope.server.db.session import session_scope
 from dynascope.server.schemas.run_spec import RunSpec
@@ -46,6 +47,38 @@ def test_same_spec_and_seed_give_identical_metrics(embedded_home):
     for key in a:
         assert a[key] == b[key], key  # bit for bit
     assert _all_metrics(other)["train/batch_loss"] != a["train/batch_loss"]
+
+
+def test_a_convolutional_run_reads_channels_last_images_and_stays_deterministic(embedded_home):
+    from pathlib import Path
+
+    from dynascope.server.schemas.data_specs import RandomImagesSpec
+    from dynascope.server.schemas.model_specs import CNNSpec
+    from dynascope.worker.probes.memory_format import is_channels_last
+    from dynascope.worker.registry import build_model, load_dataset
+    from dynascope.worker.training import _in_preferred_format
+
+    data = load_dataset(RandomImagesSpec(n_samples=64, size=8), data_dir=Path("/nonexistent"))
+    model = build_model(CNNSpec(channels=[4, 8], batch_norm=True), data)
+    converted = _in_preferred_format(model, data)
+    assert is_channels_last(converted.x_train) and is_channels_last(converted.x_test)
+    assert torch.equal(converted.x_train, data.x_train)
+    assert torch.equal(converted.x_test, data.x_test)
+
+    cnn = {
+        "model": {"name": "cnn", "channels": [4, 8], "batch_norm": True},
+        "data": {"name": "random_images", "n_samples": 64, "size": 8, "batch_size": 16},
+        "probes": {"every": 5, "batch_size": 16, "hessian": {"top_k": 2, "density": True},
+                   "jacobian": {"n_inputs": 4}},
+        "steps": 10,
+    }  # fmt: skip
+    first, second = _submit(**cnn), _submit(**cnn)
+    for run_id in (first, second):
+        assert execute_run(run_id) == "completed"
+    a, b = _all_metrics(first), _all_metrics(second)
+    assert {"hessian/top_2", "ntk/velocity"} <= a.keys() and a.keys() == b.keys()
+    for key in a:
+        assert a[key] == b[key], key  # bit for bit
 
 
 def test_a_run_is_trained_once(embedded_home):

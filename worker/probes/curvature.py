@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, linearize, vmap
 
+from dynascope.worker.probes.memory_format import is_channels_last
 from dynascope.worker.probes.operators import SymmetricOperator
 from dynascope.worker.probes.params import LossFunction, buffers_of, detached_parameters
 
@@ -356,19 +357,23 @@ def hessian_operator(
     params: dict[str, Tensor] | None = None,
 ) -> HessianOperator | LinearizedHessianOperator:
     """The Hessian operator that should take about ``products`` products fastest: a
-    :class:`LinearizedHessianOperator` for a model in eval mode with a convolution, a batch of
-    one chunk and at least ``LINEARIZED_MIN_PRODUCTS`` products, else a
+    :class:`LinearizedHessianOperator` for a model in eval mode with a convolution, contiguous
+    inputs, a batch of one chunk and at least ``LINEARIZED_MIN_PRODUCTS`` products, else a
     :class:`HessianOperator` (same matrix; they differ in rounding only).
 
-    On CPU the linearized operator's products cost 0.65 to 0.85 of the double backward's on
-    the benchmark's CNN and a small ResNet, and its trace about as much as 10 of them:
-    measured break-even 47 to 58 products. On MLPs and transformers its products save 10% or
-    less and the trace is not repaid within a probe. Several chunks would each be traced, and
-    traced again per product unless kept, so those stay on the double backward.
+    On CPU with contiguous images the linearized operator's products cost 0.65 to 0.85 of the
+    double backward's on the benchmark's CNN and a small ResNet, and its trace about as much
+    as 10 of them: measured break-even 47 to 58 products. With channels-last images (what the
+    runner passes on the CPU, see :mod:`.memory_format`) the double backward is the faster of
+    all (49 ms a product on that CNN, against 65 ms linearized and 58 ms linearized on
+    contiguous images), with no trace. On MLPs and transformers the linearized products save
+    10% or less and the trace is not repaid within a probe. Several chunks would each be
+    traced, and traced again per product unless kept, so those stay on the double backward.
     """
     convolutional = any(isinstance(m, CONVOLUTIONS) for m in model.modules())
     if (
         convolutional
+        and not is_channels_last(inputs)
         and not model.training
         and len(inputs) <= chunk_size
         and products >= LINEARIZED_MIN_PRODUCTS

@@ -22,6 +22,7 @@ from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from dynascope.worker.probes.evaluation import Task, correct_predictions
+from dynascope.worker.probes.memory_format import prefers_channels_last
 from dynascope.worker.probes.params import LossFunction, buffers_of
 
 CHUNK_SIZE = 64
@@ -91,10 +92,10 @@ def losses_at_combinations(
       linear in ``(W, b)``). It is computed once per basis element and combined per point
       (``len(basis)`` multiply-adds per output instead of a matmul or convolution), and the
       rest of the network runs as usual. Any other architecture runs whole, per point.
-    * **Channels-last images.** Evaluated point by point on the CPU in eval mode, 4-D inputs
-      of a model with a ``Conv2d`` are passed in channels-last memory format when a trial
-      forward pass on two examples runs and agrees with the contiguous one to 1e-4
-      (``channels_last=None``): about twice as fast for small convolutions (measured).
+    * **Channels-last images.** Evaluated point by point, inputs are passed in channels-last
+      memory format when :func:`~.memory_format.prefers_channels_last` says so
+      (``channels_last=None``: 4-D CPU inputs of a model with a ``Conv2d``, checked by a
+      trial forward pass): about twice as fast for small convolutions (measured).
       ``True``/``False`` force the choice.
     """
     started = time.perf_counter()
@@ -115,7 +116,7 @@ def losses_at_combinations(
     vectorize = (inputs.device.type != "cpu") if vectorize is None else vectorize
     vectorize = vectorize and not model.training
     if channels_last is None:
-        channels_last = not vectorize and _channels_last_agrees(model, inputs, reference)
+        channels_last = not vectorize and prefers_channels_last(model, inputs, reference)
     if channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     split = _split_first_layer(model, set(names))
@@ -304,29 +305,3 @@ def _has_hooks(module: nn.Module) -> bool:
 
 def _has_state(module: nn.Module) -> bool:
     return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
-
-
-def _channels_last_agrees(model: nn.Module, inputs: Tensor, params: dict[str, Tensor]) -> bool:
-    """Whether to pass 4-D CPU inputs to a convolutional model in eval mode as channels-last:
-    a trial forward on two examples must run and match the contiguous one to 1e-4."""
-    if (
-        inputs.ndim != 4
-        or inputs.device.type != "cpu"
-        or model.training
-        or not any(isinstance(m, nn.Conv2d) for m in model.modules())
-    ):
-        return False
-    trial = inputs[:2]
-    state = (params, buffers_of(model))
-    try:
-        with torch.no_grad():
-            plain = functional_call(model, state, (trial.contiguous(),))
-            other = functional_call(
-                model, state, (trial.contiguous(memory_format=torch.channels_last),)
-            )
-    except RuntimeError:
-        return False
-    scale = plain.abs().max().item() if plain.numel() else 0.0
-    return other.shape == plain.shape and bool(
-        torch.allclose(other, plain, rtol=1e-4, atol=1e-4 * scale)
-    )

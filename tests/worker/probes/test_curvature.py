@@ -437,3 +437,12 @@ def test_the_linearized_hessian_is_chosen_for_convolutions_and_many_products() -
     model.eval()
     dense = hessian_operator(model, loss_fn, inputs, targets, products=1000, chunk_size=EXAMPLES)
     assert type(dense) is HessianOperator
+
+
+def test_channels_last_images_take_the_double_backward_and_give_the_same_hessian() -> None:
+    case = convolutional()
+    model, loss_fn, inputs, targets, _ = case
+    images = inputs.contiguous(memory_format=torch.channels_last)
+    chosen = hessian_operator(model, loss_fn, images, targets, products=64, chunk_size=8)
+    assert type(chosen) is HessianOperator
+    assert (chosen.to_dense() - dense_hessian(case)).abs().max().item() < EXACT

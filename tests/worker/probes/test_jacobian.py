@@ -94,6 +94,21 @@ def test_input_output_jacobians_match_autograd(build, shape) -> None:
     assert result.rows == EXAMPLES * expected.shape[1]
 
 
+def test_channels_last_images_give_the_same_jacobians_and_kernel() -> None:
+    """The runner hands a convolutional model channels-last images on the CPU (see
+    ``memory_format``): the vmapped Jacobians and the kernel are those of the dense
+    references all the same."""
+    model = convnet()
+    inputs = float_inputs(2, 4, 4)
+    model[0] = nn.Conv2d(2, 2, 3).double()  # two channels, so that the formats differ
+    images = inputs.contiguous(memory_format=torch.channels_last)
+    assert not images.is_contiguous()
+    jacobians = input_output_jacobians(model, images, chunk_size=CHUNK)
+    torch.testing.assert_close(jacobians, reference_jacobians(model, inputs), rtol=0, atol=EXACT)
+    kernel = empirical_ntk(model, images, chunk_size=CHUNK)
+    torch.testing.assert_close(kernel, dense_ntk(model, inputs), rtol=0, atol=EXACT)
+
+
 def test_summary_over_inputs() -> None:
     model = mlp()
     result = input_output_singular_values(model, float_inputs(3), chunk_size=CHUNK)
