@@ -19,14 +19,16 @@ from dynascope.server.services.snapshots import write_snapshot
 
 #: keys whose latest value is kept on the run row (the run list shows them without a query
 #: over the metrics table)
-SUMMARY_KEYS = (
-    "train/batch_loss",
-    "train/loss",
-    "train/accuracy",
-    "test/loss",
-    "test/accuracy",
-    "grad_norm",
-    "distance_from_init",
+SUMMARY_KEYS = frozenset(
+    {
+        "train/batch_loss",
+        "train/loss",
+        "train/accuracy",
+        "test/loss",
+        "test/accuracy",
+        "grad_norm",
+        "distance_from_init",
+    }
 )
 
 

@@ -103,7 +103,12 @@ class _Prober:
         self.y_probe = data.y_train[:size].to(device)
         self.x_held = data.x_test[:size].to(device)
         self.y_held = data.y_test[:size].to(device)
-        self.state = _ProbeState(initial=_copy(detached_parameters(model)))
+        # Views of the model's parameters (updated in place by the optimizer, so always
+        # current), and a buffer that keeps them before an update, both made once.
+        self.params = detached_parameters(model)
+        self.state = _ProbeState(initial=_copy(self.params))
+        self._before_update = _copy(self.params) if spec.probes.norms else {}
+        self.modes = _ModeSwitch(model)
         self.seconds: dict[str, float] = {"loss": 0.0, "norms": 0.0}
         self.optimizer = optimizer
         self.started = time.perf_counter()  # the run's clock: time/elapsed at each probe
@@ -122,12 +127,11 @@ class _Prober:
 
     def probe(self, step: int, recorder: RunRecorder, lr: float) -> float:
         """Measure everything enabled at the current parameters; returns the probe-batch loss."""
-        was_training = self.model.training
-        self.model.eval()
+        was_training = self.modes.set(False)
         try:
             start = time.perf_counter()
             values = {"lr": lr, "time/elapsed": start - self.started}
-            params = detached_parameters(self.model)
+            params = self.params
             losses, grads = self._losses()
             values |= losses
             elapsed = time.perf_counter() - start
@@ -142,7 +146,7 @@ class _Prober:
             recorder.record(step, values)
             return values["train/loss"]
         finally:
-            self.model.train(was_training)
+            self.modes.set(was_training)
 
     def _losses(self) -> tuple[dict[str, float], dict[str, Tensor]]:
         """Loss (and accuracy) on the probe batch and on the held-out batch, brought to the
@@ -315,7 +319,30 @@ class _Prober:
     def remember_before_update(self) -> None:
         """Keep the parameters before the coming update (for the update/weight ratio)."""
         if self.spec.probes.norms:
-            self.state.before_update = _copy(detached_parameters(self.model))
+            kept = list(self._before_update.values())
+            torch._foreach_copy_(kept, list(self.params.values()))
+            self.state.before_update = self._before_update
+
+
+class _ModeSwitch:
+    """Switches a model between train and eval mode every few steps. ``Module.train`` walks
+    the module tree in Python; when no module overrides it, setting every module's
+    ``training`` flag from a list made once is the same, for less."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.modules = list(model.modules())
+        self.plain = all(type(module).train is nn.Module.train for module in self.modules)
+
+    def set(self, training: bool) -> bool:
+        """Put the model in train (``True``) or eval mode; returns the mode it was in."""
+        was = self.model.training
+        if not self.plain:
+            self.model.train(training)
+            return was
+        for module in self.modules:
+            module.training = training
+        return was
 
 
 def _copy(params: dict[str, Tensor]) -> dict[str, Tensor]:
