@@ -4,10 +4,10 @@ PyTorch's CPU convolutions (oneDNN) run much faster on channels-last (NHWC) tens
 the default contiguous (NCHW) ones for the small convolutions of the models we train and probe,
 and a channels-last input makes every later activation channels-last too. Measured on this
 project's 2-core CPU (``benchmarks/bench_curvature.py``'s CNN, 25k parameters, 3×32×32
-images): a gradient on 512 images 49 → 21 ms, a Hessian-vector product by double backward
-107 → 49 ms, a training step on 128 images 9.0 → 6.2 ms. The values are the same up to
-rounding (a different summation order), so the choice is checked, not assumed: a trial forward
-pass on two examples must run and agree with the contiguous one to 1e-4.
+images): a gradient on 512 images 37–49 → 21–25 ms, a Hessian-vector product by double
+backward 72–107 → 49–50 ms, a training step on 128 images 9.0 → 6.2 ms. The values are the
+same up to rounding (a different summation order), so the choice is checked, not assumed: a
+trial forward pass on two examples must run and agree with the contiguous one to 1e-4.
 
 Off the CPU inputs are left as they are (not measured there: on GPUs the gain depends on the
 kernels and the precision).
