@@ -59,14 +59,14 @@ def test_a_convolutional_run_reads_channels_last_images_and_stays_deterministic(
     from dynascope.worker.training import _in_preferred_format
 
     data = load_dataset(RandomImagesSpec(n_samples=64, size=8), data_dir=Path("/nonexistent"))
-    model = build_model(CNNSpec(channels=[4, 8], batch_norm=True), data)
+    model = build_model(CNNSpec(channels=[16, 16], batch_norm=True), data)
     converted = _in_preferred_format(model, data)
     assert is_channels_last(converted.x_train) and is_channels_last(converted.x_test)
     assert torch.equal(converted.x_train, data.x_train)
     assert torch.equal(converted.x_test, data.x_test)
 
     cnn = {
-        "model": {"name": "cnn", "channels": [4, 8], "batch_norm": True},
+        "model": {"name": "cnn", "channels": [16, 16], "batch_norm": True},
         "data": {"name": "random_images", "n_samples": 64, "size": 8, "batch_size": 16},
         "probes": {"every": 5, "batch_size": 16, "hessian": {"top_k": 2, "density": True},
                    "jacobian": {"n_inputs": 4}},

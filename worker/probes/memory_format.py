@@ -9,6 +9,13 @@ backward 72–107 → 49–50 ms, a training step on 128 images 9.0 → 6.2 ms. 
 same up to rounding (a different summation order), so the choice is checked, not assumed: a
 trial forward pass on two examples must run and agree with the contiguous one to 1e-4.
 
+One exception, measured (``benchmarks/bench_memory_format.py``): batch norm over fewer than
+16 channels is much slower channels-last (a CNN 8-8 with batch norm 0.53x, a ResNet of width
+8 0.7-0.9x, the same ResNet without batch norm 1.5x faster), presumably because its
+channels-last kernels vectorise over the channels (16 float32 lanes with AVX-512); with 16 or
+more channels every model we measured gained (1.1-1.9x). A model with such a layer keeps
+contiguous images.
+
 Off the CPU inputs are left as they are (not measured there: on GPUs the gain depends on the
 kernels and the precision).
 """
@@ -24,19 +31,29 @@ from dynascope.worker.probes.params import buffers_of, detached_parameters
 AGREEMENT = 1e-4
 """Relative tolerance (to the largest output) of the trial comparison."""
 
+MIN_NORM_CHANNELS = 16
+"""Fewest channels of a ``BatchNorm2d`` for which channels-last pays (see the module's
+docstring)."""
+
 
 def prefers_channels_last(
     model: nn.Module, inputs: Tensor, params: dict[str, Tensor] | None = None
 ) -> bool:
     """Whether ``inputs`` should reach ``model`` in channels-last memory format: 4-D inputs on
-    the CPU, a model with an ``nn.Conv2d``, and a trial forward pass at ``params`` (default:
-    the model's own) on the first two examples that runs and agrees with the contiguous one to
+    the CPU, a model with an ``nn.Conv2d`` and no ``nn.BatchNorm2d`` over fewer than
+    ``MIN_NORM_CHANNELS`` channels, and a trial forward pass at ``params`` (default: the
+    model's own) on the first two examples that runs and agrees with the contiguous one to
     ``AGREEMENT`` relative. The trial runs in eval mode, without gradients, on copies of the
     buffers: the model is left as it was."""
+    modules = list(model.modules())
     if (
         inputs.ndim != 4
         or inputs.device.type != "cpu"
-        or not any(isinstance(module, nn.Conv2d) for module in model.modules())
+        or not any(isinstance(module, nn.Conv2d) for module in modules)
+        or any(
+            isinstance(module, nn.BatchNorm2d) and module.num_features < MIN_NORM_CHANNELS
+            for module in modules
+        )
     ):
         return False
     trial = inputs[:2]

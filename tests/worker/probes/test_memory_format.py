@@ -6,22 +6,23 @@ import torch
 from torch import Tensor, nn
 
 from dynascope.worker.probes.memory_format import (
+    MIN_NORM_CHANNELS,
     in_preferred_format,
     is_channels_last,
     prefers_channels_last,
 )
 
 
-def convnet() -> nn.Sequential:
+def convnet(channels: int = 16) -> nn.Sequential:
     """Convolution, batch norm, ReLU, pooling and a linear head on 3×6×6 images."""
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
+        nn.Conv2d(3, channels, 3, padding=1),
+        nn.BatchNorm2d(channels),
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(36, 5),
+        nn.Linear(9 * channels, 5),
     )
 
 
@@ -72,6 +73,10 @@ def test_other_models_and_inputs_stay_as_they_are() -> None:
     conv1d = nn.Sequential(nn.Conv1d(3, 2, 3), nn.Flatten())
     sequences = torch.randn(4, 3, 8)
     assert not prefers_channels_last(conv1d, sequences)  # not 4-D
+    assert not prefers_channels_last(convnet(channels=MIN_NORM_CHANNELS - 1), images())
+    without_norm = convnet(channels=4)
+    without_norm[1] = nn.Identity()
+    assert prefers_channels_last(without_norm, images())  # narrow, but no batch norm
     model = FlattensByView()
     assert not prefers_channels_last(model, images())  # fails on channels-last
     inputs = images()
