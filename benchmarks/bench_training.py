@@ -11,12 +11,12 @@ of DESIGN.md. Target (issue 2): probes every 10 steps add at most 20% to the wal
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
-import time
+from pathlib import Path
 
 import torch
+from scratch_store import run_in_process, use_store
 
 
 def _spec(steps: int, every: int, probe_batch: int, norms: bool) -> dict:
@@ -35,26 +35,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    home = tempfile.mkdtemp(prefix="dynascope-bench-")
-    os.environ["DYNASCOPE_HOME"] = home
-
-    from dynascope.server.db.migrate import upgrade_database
-    from dynascope.server.db.session import session_scope
-    from dynascope.server.schemas.run_spec import RunSpec
-    from dynascope.server.services.runs import create_run
-    from dynascope.server.settings import get_settings
-    from dynascope.worker.runner import execute_run
-
-    upgrade_database(get_settings().database_url)
+    use_store(home=Path(tempfile.mkdtemp(prefix="dynascope-bench-")))
 
     def run(spec: dict) -> float:
-        with session_scope() as session:
-            run_id = create_run(
-                session, spec=RunSpec.model_validate(spec), enqueue=lambda _id: None
-            ).id
-        started = time.perf_counter()
-        assert execute_run(run_id) == "completed"
-        return time.perf_counter() - started
+        return run_in_process(spec)[0]
 
     steps = args.steps
     configs = {

@@ -61,3 +61,25 @@ def serving_api(
         base = f"http://127.0.0.1:{port}"
         wait_for_api(base, process, log)
         yield base
+
+
+def run_in_process(spec: dict) -> tuple[float, dict[str, float]]:
+    """Submit ``spec`` to the store ``use_store`` set up (without a queue) and train it here,
+    through the real runner (metrics written as in a worker); its wall seconds and the run's
+    ``timings``."""
+    import time
+
+    from dynascope.server.db.session import session_scope
+    from dynascope.server.schemas.run_spec import RunSpec
+    from dynascope.server.services.runs import create_run, get_run
+    from dynascope.worker.runner import execute_run
+
+    with session_scope() as session:
+        run_id = create_run(session, spec=RunSpec.model_validate(spec), enqueue=lambda _id: None).id
+    started = time.perf_counter()
+    status = execute_run(run_id)
+    seconds = time.perf_counter() - started
+    if status != "completed":
+        raise RuntimeError(f"the benchmark run ended {status}")
+    with session_scope() as session:
+        return seconds, dict(get_run(session, run_id=run_id).timings or {})
