@@ -86,6 +86,19 @@ def train(
     return model
 
 
+def synchronize() -> None:
+    """Wait for the GPU's queued work (a no-op on the CPU), so that a wall-clock time taken
+    next counts it: CUDA kernels run asynchronously."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def on_device(workloads: list[Workload], device: torch.device) -> list[Workload]:
+    """The workloads, built and trained on the CPU (the same numbers whatever the device),
+    with model and batch moved to ``device``."""
+    return [Workload(w.name, w.model.to(device), w.x.to(device), w.y.to(device)) for w in workloads]
+
+
 def eigen_workloads(seed: int) -> list[Workload]:
     """MLP 64-128-128-10 (ReLU) on digits, probe batch 1024; CNN with channels 4-8-16-32-64
     (3×3, ReLU, 2×2 max-pool per stage, global average pool, linear head) on 3×32×32 random
@@ -190,6 +203,7 @@ def timed(run: Callable[[], object]) -> tuple[object, float]:
     for _ in range(3):
         started = time.perf_counter()
         results.append(run())
+        synchronize()
         times.append(time.perf_counter() - started)
         if times[0] >= CHEAP_SECONDS:
             break
@@ -208,6 +222,7 @@ def timed_interleaved(
         for name, run in runs.items():
             started = time.perf_counter()
             result = run()
+            synchronize()
             times[name].append(time.perf_counter() - started)
             results.setdefault(name, result)
     return {name: (results[name], times[name]) for name in runs}

@@ -95,7 +95,7 @@ def _pyhessian(model: nn.Module, criterion: Criterion, x: Tensor, y: Tensor) -> 
     after."""
     clone = copy.deepcopy(model)
     try:
-        yield pyhessian_module.hessian(clone, criterion, data=(x, y), cuda=False)
+        yield pyhessian_module.hessian(clone, criterion, data=(x, y), cuda=x.is_cuda)
     finally:
         for parameter in clone.parameters():
             parameter.grad = None
@@ -172,7 +172,7 @@ def _eig_stand_in(matrix: Tensor, eigenvectors: bool = False) -> tuple[Tensor, T
 
 def pyhessian_hvp(model: nn.Module, criterion: Criterion, x: Tensor, y: Tensor) -> Callable:
     """One PyHessian product (graph reused), as a function of nothing: for timing."""
-    hessian = pyhessian_module.hessian(copy.deepcopy(model), criterion, data=(x, y), cuda=False)
+    hessian = pyhessian_module.hessian(copy.deepcopy(model), criterion, data=(x, y), cuda=x.is_cuda)
     vector = [torch.randn_like(p) for p in hessian.params]
     return lambda: pyhessian_module.hessian_vector_product(hessian.gradsH, hessian.params, vector)
 
@@ -286,7 +286,7 @@ def eigenthings_density(
 def eigenthings_hvp(model: nn.Module, criterion: Criterion, x: Tensor, y: Tensor) -> Callable:
     """One hessian-eigenthings product (graph rebuilt, as always), for timing."""
     operator = CountingOperator(model, criterion, x, y)
-    vector = torch.randn(operator.size)
+    vector = torch.randn(operator.size, device=x.device)
     return lambda: operator.matvec(vector)
 
 
@@ -336,7 +336,7 @@ def curvlinops_top(
 def curvlinops_hvp(model: nn.Module, x: Tensor, y: Tensor) -> Callable:
     """One curvlinops product (``jvp`` of ``jacrev``), for timing."""
     operator = curvlinops_operator(model, x, y)
-    vector = torch.randn(operator.shape[1])
+    vector = torch.randn(operator.shape[1], device=x.device)
     return lambda: operator @ vector
 
 
