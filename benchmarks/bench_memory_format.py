@@ -74,18 +74,18 @@ RUN = {
 def compare_runs(repeats: int) -> None:
     """The whole run of ``RUN`` as the runner picks, and with contiguous images forced (the
     runner's choice patched out), interleaved."""
-    import dynascope.worker.training as training
+    import dynascope.worker.registry.datasets as datasets
 
     use_store(home=Path(tempfile.mkdtemp(prefix="dynascope-bench-")))
-    picks = training.prefers_channels_last
+    picks = datasets.prefers_channels_last
     forced = {"as the runner picks (channels-last)": picks, "contiguous forced": None}
     results: dict[str, list[tuple[float, dict[str, float]]]] = {name: [] for name in forced}
     run_in_process(RUN | {"steps": 20})  # warm-up: imports, dataset, first allocations
     for _ in range(repeats):
         for name, choice in forced.items():
-            training.prefers_channels_last = choice or (lambda *_args, **_kwargs: False)
+            datasets.prefers_channels_last = choice or (lambda *_args, **_kwargs: False)
             results[name].append(run_in_process(RUN))
-    training.prefers_channels_last = picks
+    datasets.prefers_channels_last = picks
     print(f"\na CNN 16-32 run of 200 steps through the runner, medians of {repeats}:")
     for name, runs in results.items():
         wall = statistics.median(seconds for seconds, _ in runs)

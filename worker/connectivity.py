@@ -13,7 +13,12 @@ from dynascope.server.errors import InvalidSpecError
 from dynascope.server.schemas.run_spec import RunSpec
 from dynascope.worker.probes.landscape import interpolate
 from dynascope.worker.probes.params import detached_parameters
-from dynascope.worker.registry import build_model, load_dataset, loss_function
+from dynascope.worker.registry import (
+    build_model,
+    images_in_preferred_format,
+    load_dataset,
+    loss_function,
+)
 
 
 def measure_connectivity(
@@ -49,6 +54,7 @@ def measure_connectivity(
                 f"run {label}'s snapshot has {theta.size} parameters, run A's model {size}: "
                 "the line between two parameter vectors needs the same model"
             )
+    data = images_in_preferred_format(data, model)  # as the runs read them
     size_of = spec.probes.batch_size
     train = (data.x_train[:size_of].to(target), data.y_train[:size_of].to(target))
     test = (data.x_test[:size_of].to(target), data.y_test[:size_of].to(target))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -50,13 +50,13 @@ from dynascope.worker.probes import (
     loss_and_gradient,
     measure_norms,
 )
-from dynascope.worker.probes.memory_format import prefers_channels_last
 from dynascope.worker.recorder import RunRecorder
 from dynascope.worker.registry import (
     Dataset,
     build_model,
     build_optimizer,
     count_parameters,
+    images_in_preferred_format,
     is_full_batch,
     load_dataset,
     loss_function,
@@ -365,7 +365,7 @@ def train(
     torch.manual_seed(spec.seed)
     data = load_dataset(spec.data, data_dir=data_dir)
     model = build_model(spec.model, data).to(device)
-    data = _in_preferred_format(model, data)
+    data = images_in_preferred_format(data, model)
     n_params = count_parameters(model)
     if n_params > limits.max_parameters:
         raise InvalidSpecError(
@@ -415,20 +415,6 @@ def train(
         recorder.progress(step + 1)
     prober.analyse(recorder, x_train, y_train, lr=spec.optimizer.lr, limits=limits)
     return _ended("completed", spec.steps, started, setup_s, prober)
-
-
-def _in_preferred_format(model: nn.Module, data: Dataset) -> Dataset:
-    """The dataset with its images in the memory format the model runs fastest on (channels-
-    last for convolutional models on the CPU: see :mod:`.probes.memory_format`), so that every
-    minibatch, probe batch and analysis reads them that way. The dataset is replaced, not
-    copied beside itself: the contiguous tensors are freed when nothing else holds them."""
-    if not prefers_channels_last(model, data.x_train):
-        return data
-    return replace(
-        data,
-        x_train=data.x_train.contiguous(memory_format=torch.channels_last),
-        x_test=data.x_test.contiguous(memory_format=torch.channels_last),
-    )
 
 
 def _snapshot_cadence(spec: RunSpec, n_params: int, limits: Limits) -> int:

@@ -55,12 +55,11 @@ def test_a_convolutional_run_reads_channels_last_images_and_stays_deterministic(
     from dynascope.server.schemas.data_specs import RandomImagesSpec
     from dynascope.server.schemas.model_specs import CNNSpec
     from dynascope.worker.probes.memory_format import is_channels_last
-    from dynascope.worker.registry import build_model, load_dataset
-    from dynascope.worker.training import _in_preferred_format
+    from dynascope.worker.registry import build_model, images_in_preferred_format, load_dataset
 
     data = load_dataset(RandomImagesSpec(n_samples=64, size=8), data_dir=Path("/nonexistent"))
     model = build_model(CNNSpec(channels=[16, 16], batch_norm=True), data)
-    converted = _in_preferred_format(model, data)
+    converted = images_in_preferred_format(data, model)
     assert is_channels_last(converted.x_train) and is_channels_last(converted.x_test)
     assert torch.equal(converted.x_train, data.x_train)
     assert torch.equal(converted.x_test, data.x_test)
