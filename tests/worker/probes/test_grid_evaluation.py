@@ -8,7 +8,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from dynascope.worker.probes.grid_evaluation import _split_first_layer, losses_at_combinations
+from dynascope.worker.probes.grid_evaluation import (
+    _Combinations,
+    _combine,
+    _split_first_layer,
+    losses_at_combinations,
+)
 from dynascope.worker.probes.landscape import filter_normalized_direction
 from dynascope.worker.probes.params import buffers_of, detached_parameters
 from tests.worker.probes.small_models import (
@@ -253,3 +258,18 @@ def test_train_mode_leaves_the_running_statistics_alone():
     with torch.no_grad():
         plain = cross_entropy(functional_call(model, (centre, before), (inputs,)), targets)
     assert values.losses[0].item() == pytest.approx(plain.item(), rel=EXACT)
+
+
+def test_grid_rows_reuse_their_shared_part_to_the_same_bits() -> None:
+    """Along a grid's last axis the first layer's combination keeps the sum over the other
+    basis elements: every point's features are those of the plain combination, bit for bit,
+    whether consecutive rows share weights or not (and with a single basis element)."""
+    generator = torch.Generator().manual_seed(9)
+    outputs = [torch.randn(6, 4, 5, 5, generator=generator) for _ in range(3)]
+    combinations = _Combinations(outputs)
+    rows = [[1.0, a, b] for a in (-0.5, 0.25) for b in (-1.0, 0.0, 0.3)] + [[0.7, 0.2, 0.1]]
+    for row in rows:
+        assert torch.equal(combinations.at(row), _combine(row, outputs))
+    assert combinations.shared == (0.7, 0.2)
+    single = _Combinations(outputs[:1])
+    assert torch.equal(single.at([0.3]), outputs[0] * 0.3)
