@@ -41,6 +41,7 @@ from curvature_workloads import (
     Float64Recurrence,
     Reference,
     Workload,
+    at_point,
     eigen_workloads,
     exact_hessian_spectrum,
     hessian_of,
@@ -296,15 +297,6 @@ def sharpness_series(
         row["pyh_error"] = relative_error(exact[:k], cold.eigenvalues)
         totals[k] = row | {"first": sharpness[0], "last": sharpness[-1]}
     return totals
-
-
-def at_point(model: nn.Module, point: dict[str, Tensor]) -> nn.Module:
-    """A copy of ``model`` with its parameters set to ``point``."""
-    copied = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, parameter in copied.named_parameters():
-            parameter.copy_(point[name])
-    return copied
 
 
 def report_series(workload: Workload, probes: int, lr: float, seed: int) -> list[Check]:

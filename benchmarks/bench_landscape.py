@@ -55,7 +55,14 @@ from collections.abc import Callable
 
 import loss_landscapes
 import torch
-from curvature_workloads import LOSS, Workload, eigen_workloads, on_device, synchronize
+from curvature_workloads import (
+    LOSS,
+    Workload,
+    at_point,
+    eigen_workloads,
+    on_device,
+    synchronize,
+)
 from loss_landscapes.metrics import Loss
 from torch import Tensor, nn
 
@@ -97,14 +104,6 @@ def directions(workload: Workload, seed: int) -> list[dict[str, Tensor]]:
     centre = detached_parameters(workload.model)
     generator = torch.Generator().manual_seed(seed)
     return [centre] + [filter_normalized_direction(centre, generator=generator) for _ in "12"]
-
-
-def with_parameters(model: nn.Module, params: dict[str, Tensor]) -> nn.Module:
-    copied = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, parameter in copied.named_parameters():
-            parameter.copy_(params[name])
-    return copied
 
 
 def peer_points(grid: int) -> Tensor:
@@ -183,9 +182,9 @@ def peer_planar(workload: Workload, seed: int, grid: int) -> Tensor:
     span = 2 * grid / (grid - 1)
     model = workload.model
     values = loss_landscapes.planar_interpolation(
-        with_parameters(model, corner),
-        with_parameters(model, {n: corner[n] + span * first[n] for n in centre}),
-        with_parameters(model, {n: corner[n] + span * second[n] for n in centre}),
+        at_point(model, corner),
+        at_point(model, {n: corner[n] + span * first[n] for n in centre}),
+        at_point(model, {n: corner[n] + span * second[n] for n in centre}),
         Loss(LOSS, workload.x, workload.y), steps=grid,
     )  # fmt: skip
     return torch.as_tensor(values, dtype=torch.float64).reshape(-1)

@@ -99,6 +99,16 @@ def on_device(workloads: list[Workload], device: torch.device) -> list[Workload]
     return [Workload(w.name, w.model.to(device), w.x.to(device), w.y.to(device)) for w in workloads]
 
 
+def at_point(model: nn.Module, point: dict[str, Tensor]) -> nn.Module:
+    """A copy of ``model`` with its parameters set to ``point`` (for the peers, which read
+    parameters from a model)."""
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, parameter in copied.named_parameters():
+            parameter.copy_(point[name])
+    return copied
+
+
 def eigen_workloads(seed: int) -> list[Workload]:
     """MLP 64-128-128-10 (ReLU) on digits, probe batch 1024; CNN with channels 4-8-16-32-64
     (3×3, ReLU, 2×2 max-pool per stage, global average pool, linear head) on 3×32×32 random

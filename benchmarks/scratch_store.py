@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,8 +68,6 @@ def run_in_process(spec: dict) -> tuple[float, dict[str, float]]:
     """Submit ``spec`` to the store ``use_store`` set up (without a queue) and train it here,
     through the real runner (metrics written as in a worker); its wall seconds and the run's
     ``timings``."""
-    import time
-
     from dynascope.server.db.session import session_scope
     from dynascope.server.schemas.run_spec import RunSpec
     from dynascope.server.services.runs import create_run, get_run

@@ -22,7 +22,7 @@ from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
 from dynascope.worker.probes.evaluation import Task, correct_predictions
-from dynascope.worker.probes.memory_format import prefers_channels_last
+from dynascope.worker.probes.memory_format import is_channels_last, prefers_channels_last
 from dynascope.worker.probes.params import LossFunction, buffers_of
 
 CHUNK_SIZE = 64
@@ -116,7 +116,11 @@ def losses_at_combinations(
     vectorize = (inputs.device.type != "cpu") if vectorize is None else vectorize
     vectorize = vectorize and not model.training
     if channels_last is None:
-        channels_last = not vectorize and prefers_channels_last(model, inputs, reference)
+        channels_last = (
+            not vectorize
+            and not is_channels_last(inputs)  # already so (the runner's): nothing to try
+            and prefers_channels_last(model, inputs, reference)
+        )
     if channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     split = _split_first_layer(model, set(names))
