@@ -44,6 +44,7 @@ from torch.func import functional_call, grad, linearize, vmap
 from dynascope.worker.probes.memory_format import is_channels_last
 from dynascope.worker.probes.operators import SymmetricOperator
 from dynascope.worker.probes.params import LossFunction, buffers_of, detached_parameters
+from dynascope.worker.probes.piecewise import second_order_forms
 
 OutputLoss = Literal["cross_entropy", "mean_squared_error"]
 Graph = TypeVar("Graph")
@@ -116,11 +117,14 @@ class CurvatureOperator(SymmetricOperator, Generic[Graph]):
         }
 
     def _leaves_and_outputs(self, index: int) -> tuple[list[Tensor], Tensor]:
-        """Fresh leaf tensors at the point (sharing its storage) and the chunk's outputs."""
+        """Fresh leaf tensors at the point (sharing its storage) and the chunk's outputs, with
+        ReLU and max-pooling in their forms for graphs differentiated twice (same values and
+        first derivatives; no zero second derivatives materialised, see :mod:`.piecewise`)."""
         start, stop = self.chunks[index]
         leaves = {name: tensor.detach().requires_grad_() for name, tensor in self.point.items()}
         buffers = buffers_of(self.model, copy=self.model.training)
-        outputs = functional_call(self.model, (leaves, buffers), (self.inputs[start:stop],))
+        with second_order_forms():
+            outputs = functional_call(self.model, (leaves, buffers), (self.inputs[start:stop],))
         return list(leaves.values()), outputs
 
     def _build(self, index: int) -> Graph:
