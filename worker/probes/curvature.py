@@ -51,7 +51,7 @@ Graph = TypeVar("Graph")
 HessianGraph = tuple[list[Tensor], list[Tensor | None]]
 GGNGraph = tuple[list[Tensor], Tensor, Tensor, list[Tensor | None]]
 LinearizedGradient = Callable[[dict[str, Tensor]], dict[str, Tensor]]
-LINEARIZED_MIN_PRODUCTS = 64  # see hessian_operator
+LINEARIZED_MIN_PRODUCTS = 200  # see hessian_operator
 CONVOLUTIONS = (
     nn.Conv1d,
     nn.Conv2d,
@@ -228,11 +228,13 @@ class HessianOperator(LossCurvatureOperator[HessianGraph]):
 
     Per chunk the gradient is computed once with ``create_graph=True`` at leaf copies of the
     parameters, and each product is ``torch.autograd.grad(g, leaves, grad_outputs=v)``, the
-    gradient of ``⟨g, v⟩``, through the retained graph. Measured on an MLP 64-128-128-10,
-    batch 1024, float32 CPU (one thread, medians): a product costs 1.4-1.5 gradient
-    evaluations with tanh and 1.6-1.7 with ReLU (whose double backward also accumulates zero
-    gradients), against 3.5-3.9 for a forward-over-reverse ``jvp(grad)`` each time; building
-    the graph costs about 1.3 gradients, once. ``graph_builds`` counts the gradient
+    gradient of ``⟨g, v⟩``, through the retained graph; the graph takes ReLU, max-pooling and
+    a first convolution of the images in the forms of :mod:`.piecewise`, whose double backward
+    skips work PyTorch's would do for nothing (same products). Measured on an MLP
+    64-128-128-10, batch 1024, float32 CPU (one thread, medians): a product costs 1.4-1.5
+    gradient evaluations with tanh and 1.5-1.6 with ReLU, against 3.5-3.9 for a
+    forward-over-reverse ``jvp(grad)`` each time; building the graph costs about 1.3
+    gradients, once. ``graph_builds`` counts the gradient
     evaluations that built graphs. See the module's docstring for ``chunk_size`` and
     ``retain_graphs``.
     """
@@ -275,17 +277,18 @@ class LinearizedHessianOperator(LossCurvatureOperator[LinearizedGradient]):
     ``block_products=True`` several vectors are multiplied at once by ``vmap`` over that
     function (one by one where ``vmap`` fails).
 
-    Against :class:`HessianOperator` (reverse-over-reverse through the retained graph), on CPU
-    in float32 (2 cores, medians of noisy runs): a product on the benchmark's 25k-parameter CNN
-    (3×3 convolutions, ReLU, max-pooling, batch 512) takes 0.65 to 0.85 of the time, and on a
-    small batch-normed ResNet about 0.8: PyTorch's double backward of a convolution computes
-    the gradient with respect to its input even where nothing needs it (the first layer's, a
-    transposed convolution on the images, a third of the product on that CNN), and fills zero
-    gradients through ReLU and max-pooling. On MLPs and a small transformer products cost 0.9
-    to 1. The trace is Python work per operation of the forward and backward passes: 0.13 s
-    for the benchmark's MLP, 0.4 to 0.6 s for its CNN, 1.5 to 2 s for the ResNet and the
-    transformer; so this operator pays for convolutional models and many products per chunk
-    (see :func:`hessian_operator`), and with several chunks and ``retain_graphs=False`` every
+    Against :class:`HessianOperator` (reverse-over-reverse through the retained graph, with the
+    forms of :mod:`.piecewise`), on CPU in float32 with contiguous images (2 cores, medians of
+    noisy runs): a product on the benchmark's 25k-parameter CNN (3×3 convolutions, ReLU,
+    max-pooling, batch 512) takes about the same time, on a CNN with batch norm 0.9 of it and
+    on a small batch-normed ResNet 0.87. (Before those forms, 0.65 to 0.85: PyTorch's double
+    backward computes the first convolution's gradient with respect to the images and fills
+    zero second derivatives through ReLU and max-pooling, which the linearized product never
+    does.) On MLPs and a small transformer products cost 0.9 to 1. The trace is Python work
+    per operation of the forward and backward passes: 0.13 s for the benchmark's MLP, 0.4 to
+    1.3 s for CNNs, 1.5 to 4 s for the ResNet and the transformer; so this operator pays only
+    for batch-normed convolutional models and many products per chunk (see
+    :func:`hessian_operator`), and with several chunks and ``retain_graphs=False`` every
     product traces again. Block products by ``vmap`` ran at 0.9 to 1.2 times the speed of
     products one by one on the MLP, CNN and transformer, and at half the speed on the ResNet,
     hence off by default. Memory: the kept constants, about what a retained graph holds.
@@ -365,13 +368,14 @@ def hessian_operator(
     inputs, a batch of one chunk and at least ``LINEARIZED_MIN_PRODUCTS`` products, else a
     :class:`HessianOperator` (same matrix; they differ in rounding only).
 
-    On CPU with contiguous images the linearized operator's products cost 0.65 to 0.85 of the
-    double backward's on the benchmark's CNN and a small ResNet, and its trace about as much
-    as 10 of them: measured break-even 47 to 58 products. With channels-last images (what the
-    runner passes on the CPU, see :mod:`.memory_format`) the double backward is the faster of
-    all (49 ms a product on that CNN, against 65 ms linearized and 58 ms linearized on
-    contiguous images), with no trace. On MLPs and transformers the linearized products save
-    10% or less and the trace is not repaid within a probe. Several chunks would each be
+    On CPU with contiguous images (batch-normed models narrower than 16 channels get those,
+    see :mod:`.memory_format`) the linearized operator's products cost 0.87 to 0.9 of the
+    double backward's on a small batch-normed ResNet and CNN, and its trace as much as 80 to
+    150 of the savings; on the benchmark's CNN without batch norm they cost the same. With
+    channels-last images (what the runner passes on the CPU where it pays) the double backward
+    is the faster of all (29 ms a product on that CNN, against 43 ms linearized on contiguous
+    images), with no trace. On MLPs and transformers the linearized products save 10% or less
+    and the trace is not repaid within a probe. Several chunks would each be
     traced, and traced again per product unless kept, so those stay on the double backward.
     """
     convolutional = any(isinstance(m, CONVOLUTIONS) for m in model.modules())

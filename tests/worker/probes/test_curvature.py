@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, hessian, jacrev
 
 from dynascope.worker.probes.curvature import (
+    LINEARIZED_MIN_PRODUCTS,
     GGNOperator,
     HessianOperator,
     LinearizedHessianOperator,
@@ -423,15 +424,15 @@ def test_linearized_hessian_needs_eval_mode() -> None:
 def test_the_linearized_hessian_is_chosen_for_convolutions_and_many_products() -> None:
     model, loss_fn, inputs, targets, _ = convolutional()
     options = {"chunk_size": len(inputs)}
-    chosen = hessian_operator(model, loss_fn, inputs, targets, products=64, **options)
+    many = LINEARIZED_MIN_PRODUCTS
+    chosen = hessian_operator(model, loss_fn, inputs, targets, products=many, **options)
     assert isinstance(chosen, LinearizedHessianOperator) and not chosen.block_products
-    assert type(hessian_operator(model, loss_fn, inputs, targets, products=63, **options)) is (
-        HessianOperator
-    )
-    several = hessian_operator(model, loss_fn, inputs, targets, products=64, chunk_size=4)
+    fewer = hessian_operator(model, loss_fn, inputs, targets, products=many - 1, **options)
+    assert type(fewer) is HessianOperator
+    several = hessian_operator(model, loss_fn, inputs, targets, products=many, chunk_size=4)
     assert type(several) is HessianOperator
     model.train()
-    training = hessian_operator(model, loss_fn, inputs, targets, products=64, **options)
+    training = hessian_operator(model, loss_fn, inputs, targets, products=many, **options)
     assert type(training) is HessianOperator
     model, loss_fn, inputs, targets, _ = classifier()
     model.eval()
