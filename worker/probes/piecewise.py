@@ -1,8 +1,9 @@
-"""ReLU, 2-D max-pooling and the first convolution in forms for graphs differentiated twice.
+"""ReLU, 2-D max-pooling and 2-D convolutions in forms for graphs differentiated twice.
 
 A Hessian-vector product through a retained gradient graph
 (:class:`.curvature.HessianOperator`) differentiates the backward passes of the model's
-operators. For three of them PyTorch does work there whose result is known to be nothing:
+operators. For three of them PyTorch's derivative formulas do work whose result is known
+to be nothing, or take a slow route:
 
 * ReLU and max-pooling are piecewise linear: their backward passes depend on the activation
   only through a mask or the argmax indices, so their second derivatives are zero. PyTorch's
@@ -11,25 +12,31 @@ operators. For three of them PyTorch does work there whose result is known to be
   zeros of its size, which autograd then adds into that activation's gradient.
 * The double backward of a convolution (``_convolution_double_backward``) computes the
   gradient with respect to the convolution's input, a transposed convolution, even when the
-  input needs none: for the first layer that is the gradient with respect to the images.
+  input needs none (the first layer's: a gradient with respect to the images), and the
+  part for the weight as a convolution with batch and channels swapped, on the CPU (oneDNN,
+  channels-last) about three times as long as the weight-gradient kernel of an ordinary
+  backward pass, plus a copy of each operand into that layout.
 
 Here each is a custom autograd function whose forward is PyTorch's own operator (same
-kernel, same values) and whose backward calls PyTorch's own backward kernels with the saved
-activation, input or weight *detached*, constants of the backward graph; the first layer's
-weight gradient is itself a function whose derivative is the forward convolution of the
-images, as in PyTorch's formula. A gradient computed through them with ``create_graph=True``
-is then linear in the incoming gradient at those operators, and its derivative is the mask,
-the gather at the indices and the convolution alone. Gradients and Hessians are those of
-PyTorch's operators (to rounding; the tests compare them in float64); on the benchmark CNN
-(five 3×3 convolutions, each with ReLU and 2×2 max-pooling, batch 512, channels-last, 2 CPU
-threads) a Hessian-vector product took about a fifth less time. On an MLP it changes
-nothing measurable. The functions support reverse mode only (no ``jvp``, no ``vmap``), so
-they are used only where a graph is built for ``torch.autograd.grad``.
+kernel, same values) and whose backward calls PyTorch's own backward kernels: ReLU's and
+max-pooling's with the saved activation or input *detached*, a constant of the backward
+graph; a convolution's as two bilinear functions, the input gradient ``convᵀ(g, w)`` and the
+weight gradient ``corr(g, x)``, each with its exact derivatives written out in terms of the
+forward convolution and the two backward kernels (``convolution_backward`` with one output
+each). A gradient computed through them with ``create_graph=True`` is then linear in the
+incoming gradient at ReLU and max-pooling, whose derivative is the mask or the gather at the
+indices alone, and differentiating a convolution's backward takes the kernels of ordinary
+forward and backward passes, only for what needs a gradient. Gradients and Hessians are
+those of PyTorch's operators (to rounding; the tests compare them in float64); on the
+benchmark CNN (five 3×3 convolutions, each with ReLU and 2×2 max-pooling, batch 512,
+channels-last, 2 CPU threads) a Hessian-vector product took about a quarter less time. On an
+MLP it changes nothing measurable. The functions support reverse mode only (no ``jvp``, no
+``vmap``), so they are used only where a graph is built for ``torch.autograd.grad``.
 
 :func:`second_order_forms` puts them in place of ``relu`` and ``max_pool2d`` (without
-``return_indices``; in-place ReLU keeps PyTorch's) and of ``conv2d`` on a batch of images that
-needs no gradient, with numeric padding (every other convolution keeps PyTorch's), for the
-code run inside it, by a ``TorchFunctionMode``: the model is not modified.
+``return_indices``; in-place ReLU keeps PyTorch's) and of ``conv2d`` on batches of images
+(4-D) with numeric padding (other convolutions keep PyTorch's), for the code run inside it,
+by a ``TorchFunctionMode``: the model is not modified.
 """
 
 from __future__ import annotations
@@ -94,10 +101,9 @@ class _MaxPool2d(torch.autograd.Function):
         ) + (None,) * 5
 
 
-class _DataConv2d(torch.autograd.Function):
-    """``conv2d(x, w, b)`` for inputs ``x`` that need no gradient (the data): backward gives
-    the weight's gradient by :class:`_ConvWeightGradient` and the bias's by a sum, and none for
-    ``x``."""
+class _Conv2d(torch.autograd.Function):
+    """``conv2d(x, w, b)``; backward: the input's gradient by :class:`_ConvInputGradient`, the
+    weight's by :class:`_ConvWeightGradient`, the bias's by a sum, each only where needed."""
 
     @staticmethod
     def forward(
@@ -105,9 +111,9 @@ class _DataConv2d(torch.autograd.Function):
         inputs: Tensor,
         weight: Tensor,
         bias: Tensor | None,
-        stride: Any,
-        padding: Any,
-        dilation: Any,
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
         groups: int,
     ) -> Tensor:
         ctx.save_for_backward(inputs, weight)
@@ -117,19 +123,60 @@ class _DataConv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         inputs, weight = ctx.saved_tensors
-        weight_grad = (
-            _ConvWeightGradient.apply(grad, inputs.detach(), weight.detach(), *ctx.options)
-            if ctx.needs_input_grad[1]
+        needs = ctx.needs_input_grad
+        input_grad = (
+            _ConvInputGradient.apply(grad, weight, inputs.detach(), *ctx.options)
+            if needs[0]
             else None
         )
-        bias_grad = grad.sum((0, 2, 3)) if ctx.needs_input_grad[2] else None
-        return (None, weight_grad, bias_grad) + (None,) * 4
+        weight_grad = (
+            _ConvWeightGradient.apply(grad, inputs, weight.detach(), *ctx.options)
+            if needs[1]
+            else None
+        )
+        bias_grad = grad.sum((0, 2, 3)) if needs[2] else None
+        return (input_grad, weight_grad, bias_grad) + (None,) * 4
+
+
+class _ConvInputGradient(torch.autograd.Function):
+    """The input's gradient of ``conv2d(x, w)`` for the output gradient ``g``, a transposed
+    convolution ``convᵀ(g, w)`` (PyTorch's ``convolution_backward``; ``x`` gives only the
+    shape). It is bilinear in ``(g, w)``; backward for a cotangent ``c`` shaped like ``x``:
+    ``conv2d(c, w)`` for ``g`` and the weight gradient of ``conv2d(c, ·)`` at output gradient
+    ``g`` for ``w``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        grad: Tensor,
+        weight: Tensor,
+        inputs: Tensor,
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
+        groups: int,
+    ) -> Tensor:
+        ctx.save_for_backward(grad, weight)
+        ctx.options = (stride, padding, dilation, groups)
+        return _convolution_backward(grad, inputs, weight, ctx.options, 0)
+
+    @staticmethod
+    def backward(ctx: Any, cotangent: Tensor) -> tuple[Tensor | None, ...]:
+        grad, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        return (
+            F.conv2d(cotangent, weight, None, *ctx.options) if needs[0] else None,
+            _convolution_backward(grad, cotangent, weight, ctx.options, 1) if needs[1] else None,
+        ) + (None,) * 5
 
 
 class _ConvWeightGradient(torch.autograd.Function):
-    """The weight gradient of ``conv2d(x, w)`` for the output gradient ``grad`` (PyTorch's
-    ``convolution_backward``); backward: ``conv2d(x, ·)``, its exact derivative with respect
-    to ``grad``, and nothing for ``x`` and ``w`` (constants here)."""
+    """The weight's gradient of ``conv2d(x, w)`` for the output gradient ``g`` (PyTorch's
+    ``convolution_backward``; ``w`` gives only the shape). It is bilinear in ``(g, x)``;
+    backward for a cotangent ``C`` shaped like ``w``: ``conv2d(x, C)`` for ``g`` and the input
+    gradient of ``conv2d(·, C)`` at output gradient ``g`` for ``x``. (PyTorch's own double
+    backward takes the weight's part as a convolution with batch and channels swapped, three
+    times slower on the CPU here, and the input's part even for inputs that need none.)"""
 
     @staticmethod
     def forward(
@@ -137,26 +184,39 @@ class _ConvWeightGradient(torch.autograd.Function):
         grad: Tensor,
         inputs: Tensor,
         weight: Tensor,
-        stride: Any,
-        padding: Any,
-        dilation: Any,
+        stride: list[int],
+        padding: list[int],
+        dilation: list[int],
         groups: int,
     ) -> Tensor:
-        ctx.save_for_backward(inputs)
+        ctx.save_for_backward(grad, inputs)
         ctx.options = (stride, padding, dilation, groups)
-        _, weight_grad, _ = torch.ops.aten.convolution_backward(
-            grad, inputs, weight, None, stride, padding, dilation, False, [0, 0], groups,
-            [False, True, False],
-        )  # fmt: skip
-        return weight_grad
+        return _convolution_backward(grad, inputs, weight, ctx.options, 1)
 
     @staticmethod
     def backward(ctx: Any, cotangent: Tensor) -> tuple[Tensor | None, ...]:
-        (inputs,) = ctx.saved_tensors
-        return (F.conv2d(inputs, cotangent, None, *ctx.options),) + (None,) * 6
+        grad, inputs = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        return (
+            F.conv2d(inputs, cotangent, None, *ctx.options) if needs[0] else None,
+            _convolution_backward(grad, inputs, cotangent, ctx.options, 0) if needs[1] else None,
+        ) + (None,) * 5
 
 
-def _data_conv2d(
+def _convolution_backward(
+    grad: Tensor, inputs: Tensor, weight: Tensor, options: tuple[Any, ...], which: int
+) -> Tensor:
+    """One gradient of ``conv2d(inputs, weight)`` at output gradient ``grad`` by PyTorch's
+    kernel: the input's (``which=0``) or the weight's (``which=1``)."""
+    stride, padding, dilation, groups = options
+    mask = [which == 0, which == 1, False]
+    gradients = torch.ops.aten.convolution_backward(
+        grad, inputs, weight, None, stride, padding, dilation, False, [0, 0], groups, mask
+    )
+    return gradients[which]
+
+
+def _conv2d(
     inputs: Tensor,
     weight: Tensor,
     bias: Tensor | None = None,
@@ -165,11 +225,11 @@ def _data_conv2d(
     dilation: Any = 1,
     groups: int = 1,
 ) -> Tensor | None:
-    """``F.conv2d`` through :class:`_DataConv2d` for a batch of images that needs no gradient
-    and numeric padding; None otherwise (the caller runs ``F.conv2d`` itself)."""
-    if inputs.requires_grad or inputs.ndim != 4 or isinstance(padding, str):
+    """``F.conv2d`` through :class:`_Conv2d` for a batch of images and numeric padding; None
+    otherwise (the caller runs ``F.conv2d`` itself)."""
+    if inputs.ndim != 4 or isinstance(padding, str):
         return None
-    return _DataConv2d.apply(
+    return _Conv2d.apply(
         inputs, weight, bias, _pair(stride), _pair(padding), _pair(dilation), groups
     )
 
@@ -215,7 +275,7 @@ class _SecondOrderForms(TorchFunctionMode):
             kwargs.pop("return_indices", None)
             return _max_pool2d(*args, **kwargs)
         if func in CONVOLUTIONS:
-            form = _data_conv2d(*args, **kwargs)
+            form = _conv2d(*args, **kwargs)
             if form is not None:
                 return form
         return func(*args, **kwargs)
