@@ -51,7 +51,7 @@ Graph = TypeVar("Graph")
 HessianGraph = tuple[list[Tensor], list[Tensor | None]]
 GGNGraph = tuple[list[Tensor], Tensor, Tensor, list[Tensor | None]]
 LinearizedGradient = Callable[[dict[str, Tensor]], dict[str, Tensor]]
-LINEARIZED_MIN_PRODUCTS = 200  # see hessian_operator
+LINEARIZED_MIN_PRODUCTS = 400  # see hessian_operator
 CONVOLUTIONS = (
     nn.Conv1d,
     nn.Conv2d,
@@ -280,16 +280,15 @@ class LinearizedHessianOperator(LossCurvatureOperator[LinearizedGradient]):
     Against :class:`HessianOperator` (reverse-over-reverse through the retained graph, with the
     forms of :mod:`.piecewise`), on CPU in float32 with contiguous images (2 cores, medians of
     noisy runs): a product on the benchmark's 25k-parameter CNN (3×3 convolutions, ReLU,
-    max-pooling, batch 512) takes about the same time, on a CNN with batch norm 0.9 of it and
-    on a small batch-normed ResNet 0.87. (Before those forms, 0.65 to 0.85: PyTorch's double
-    backward computes the first convolution's gradient with respect to the images and fills
-    zero second derivatives through ReLU and max-pooling, which the linearized product never
-    does.) On MLPs and a small transformer products cost 0.9 to 1. The trace is Python work
-    per operation of the forward and backward passes: 0.13 s for the benchmark's MLP, 0.4 to
-    1.3 s for CNNs, 1.5 to 4 s for the ResNet and the transformer; so this operator pays only
-    for batch-normed convolutional models and many products per chunk (see
-    :func:`hessian_operator`), and with several chunks and ``retain_graphs=False`` every
-    product traces again. Block products by ``vmap`` ran at 0.9 to 1.2 times the speed of
+    max-pooling, batch 512) takes 1.0 to 1.1 times as long, on a CNN with batch norm 0.97 and
+    on a small batch-normed ResNet 0.93. (Before those forms, 0.65 to 0.85: PyTorch's double
+    backward of a convolution takes slow routes, and fills zero second derivatives through
+    ReLU and max-pooling, which the linearized product never does.) On MLPs and a small
+    transformer products cost 0.9 to 1. The trace is Python work per operation of the forward
+    and backward passes: 0.13 s for the benchmark's MLP, 0.4 to 1.3 s for CNNs, 1.5 to 4 s for
+    the ResNet and the transformer; so this operator pays only for batch-normed convolutional
+    models and hundreds of products per chunk (see :func:`hessian_operator`), and with
+    several chunks and ``retain_graphs=False`` every product traces again. Block products by ``vmap`` ran at 0.9 to 1.2 times the speed of
     products one by one on the MLP, CNN and transformer, and at half the speed on the ResNet,
     hence off by default. Memory: the kept constants, about what a retained graph holds.
 
@@ -369,12 +368,12 @@ def hessian_operator(
     :class:`HessianOperator` (same matrix; they differ in rounding only).
 
     On CPU with contiguous images (batch-normed models narrower than 16 channels get those,
-    see :mod:`.memory_format`) the linearized operator's products cost 0.87 to 0.9 of the
-    double backward's on a small batch-normed ResNet and CNN, and its trace as much as 80 to
-    150 of the savings; on the benchmark's CNN without batch norm they cost the same. With
-    channels-last images (what the runner passes on the CPU where it pays) the double backward
-    is the faster of all (29 ms a product on that CNN, against 43 ms linearized on contiguous
-    images), with no trace. On MLPs and transformers the linearized products save 10% or less
+    see :mod:`.memory_format`) the linearized operator's products cost 0.93 of the double
+    backward's on a small batch-normed ResNet and 0.97 on a batch-normed CNN, and its trace as
+    much as 250 and 600 of the savings; on the benchmark's CNN without batch norm they cost
+    more. With channels-last images (what the runner passes on the CPU where it pays) the
+    double backward is the faster of all (33 ms a product on that CNN, against 59 ms
+    linearized on contiguous images, medians under load), with no trace. On MLPs and transformers the linearized products save 10% or less
     and the trace is not repaid within a probe. Several chunks would each be
     traced, and traced again per product unless kept, so those stay on the double backward.
     """
