@@ -21,13 +21,25 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(url)
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Batch migrations rebuild tables (create a copy, drop the old one, rename); with
+            # foreign keys enforced, dropping a referenced table would cascade-delete the rows
+            # that refer to it. The pragma only takes effect outside a transaction; the
+            # references are checked once the migrations are done.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()  # ends SQLAlchemy's implicit transaction; Alembic opens its own
         context.configure(
-            connection=connection,
-            target_metadata=Base.metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
+            connection=connection, target_metadata=Base.metadata, render_as_batch=sqlite
         )
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+            if violations:
+                raise RuntimeError(f"foreign keys broken by the migration: {violations[:5]}")
     engine.dispose()
 
 

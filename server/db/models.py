@@ -59,6 +59,10 @@ class Run(Base):
     """One training run: its spec, where it is in the status machine, progress and timings."""
 
     __tablename__ = "runs"
+    # Ids are never reused, also after the newest run is deleted: links to a run (the
+    # dashboard's URLs, a script's records) must not come to point at another. Postgres'
+    # sequences never reuse; SQLite needs AUTOINCREMENT for that.
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), default="")
