@@ -3,10 +3,13 @@ migrate, and submit and list runs from a terminal."""
 
 from __future__ import annotations
 
+import collections
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,8 @@ import httpx
 from dynascope.server.settings import get_settings
 
 TERMINAL = {"completed", "failed", "diverged", "cancelled"}
+WORKER_RESTARTS = 5  # `up` replaces a worker that exits, this many times within the window
+WORKER_RESTART_WINDOW_S = 60
 
 
 @click.group()
@@ -84,23 +89,77 @@ def up(host: str | None, port: int | None) -> None:
     upgrade_database(settings.database_url)
     declare_queue(make_celery(settings))  # before API and worker race to create it
     host, port = host or settings.host, port or settings.port
-    worker_process = subprocess.Popen(
-        [sys.executable, "-m", "dynascope.server.cli", "worker"],
-        start_new_session=True,  # Ctrl-C reaches only us; we stop the worker ourselves
-        preexec_fn=_die_with_parent,
-    )
+    supervisor = _WorkerSupervisor()
+    supervisor.start()
     click.echo(f"dynascope home: {settings.home}")
     click.echo(f"dashboard and API: http://{host}:{port}/  (API docs at /docs)")
     try:
         _serve(host, port)
     finally:
         click.echo("stopping the worker…")
-        worker_process.send_signal(signal.SIGTERM)
+        supervisor.stop()
+    if supervisor.gave_up:
+        raise click.ClickException(
+            f"the worker exited {WORKER_RESTARTS + 1} times within {WORKER_RESTART_WINDOW_S} s; "
+            "stopped (its output is above)"
+        )
+
+
+class _WorkerSupervisor:
+    """`up`'s Celery worker, kept alive: a worker that exits on its own (killed, crashed) is
+    replaced at once, so runs submitted afterwards are trained; the run it was training is
+    failed by the heartbeat check ("worker lost"). More than ``WORKER_RESTARTS`` exits within
+    ``WORKER_RESTART_WINDOW_S`` seconds means something is wrong with every worker: then `up`
+    stops (SIGINT to itself, which uvicorn takes as Ctrl-C) and exits with an error."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.gave_up = False
+        self.process = self._spawn()
+
+    def start(self) -> None:
+        threading.Thread(target=self._watch, name="worker-supervisor", daemon=True).start()
+
+    @staticmethod
+    def _spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dynascope.server.cli", "worker"],
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the worker ourselves
+            preexec_fn=_die_with_parent,
+        )
+
+    def _watch(self) -> None:
+        exits: collections.deque[float] = collections.deque()
+        while True:
+            code = self.process.wait()  # reaps it: no zombie
+            with self.lock:
+                if self.stopping:
+                    return
+                now = time.monotonic()
+                exits.append(now)
+                while exits and exits[0] < now - WORKER_RESTART_WINDOW_S:
+                    exits.popleft()
+                if len(exits) > WORKER_RESTARTS:
+                    self.gave_up = True
+                    click.echo(f"the worker exited (code {code}) again; stopping", err=True)
+                    os.kill(os.getpid(), signal.SIGINT)
+                    return
+                click.echo(f"the worker exited (code {code}); starting a new one", err=True)
+                self.process = self._spawn()
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            process = self.process
+        if process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
         try:
-            worker_process.wait(timeout=60)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            worker_process.kill()
-            worker_process.wait()
+            process.kill()
+            process.wait()
 
 
 def _die_with_parent() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -158,6 +159,37 @@ def test_ctrl_c_stops_api_and_worker(tmp_path):
         wait_for_api(base, again, tmp_path / "up2.log")
         run = httpx.get(f"{base}/api/v1/runs/{run_id}").json()
         assert run["status"] == "failed" and "shut down" in run["error"], run
+
+
+def test_a_killed_worker_is_replaced_and_its_run_failed(tmp_path):
+    """`up` starts a new worker when its worker dies (SIGKILL, mid-run): the run it held is
+    failed by the heartbeat check, and a run submitted afterwards is trained."""
+    home = tmp_path / "home"
+    port = free_port()
+    env = environment(
+        home=str(home), flush_interval_s="0.2", heartbeat_interval_s="0.5",
+        heartbeat_timeout_s="3", reaper_interval_s="0.5",
+    )  # fmt: skip
+    log = tmp_path / "up.log"
+    with dynascope_process(["up", "--port", str(port)], env, log) as process:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_api(base, process, log)
+        spec = small_spec(steps=100_000, probes={"every": 1000, "batch_size": 64})
+        held = httpx.post(f"{base}/api/v1/runs", json=spec).json()["id"]
+        wait_for_run(base, held, {"running"}, timeout=60)
+        (worker,) = [pid for pid in processes_with_setting("DYNASCOPE_HOME", str(home))
+                     if pid != process.pid]  # fmt: skip
+        os.kill(worker, signal.SIGKILL)
+        run = wait_for_run(base, held, timeout=60)
+        assert run["status"] == "failed" and "worker lost" in run["error"], run
+        after = httpx.post(f"{base}/api/v1/runs", json=small_spec()).json()["id"]
+        assert wait_for_run(base, after, timeout=120)["status"] == "completed"
+        assert "the worker exited" in log.read_text()
+        assert process.poll() is None  # `up` itself kept serving
+        workers = [
+            p for p in processes_with_setting("DYNASCOPE_HOME", str(home)) if p != process.pid
+        ]
+        assert len(workers) == 1 and workers != [worker]
 
 
 def test_two_instances_with_different_homes_do_not_touch(embedded, tmp_path):
