@@ -118,7 +118,8 @@ class LandscapeProbeSpec(StrictModel):
         gt=0.0,
         le=10.0,
         description="random: coordinates in [-span, span] (filter-normalised units); pca: "
-        "span × the path's extent; line: a in [-span/2, 1 + span/2]",
+        "span × the path's extent with a 20% margin on each side; line: a in "
+        "[-span/2, 1 + span/2]",
     )
     checkpoints: list[NonNegativeInt] | None = Field(
         None, min_length=1, max_length=8, description="steps to centre on; default: the last"

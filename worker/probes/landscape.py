@@ -34,6 +34,10 @@ Batch = tuple[Tensor, Tensor]
 
 PCA_MIN_ASPECT = 0.1
 """A PCA plane's shorter axis spans at least this fraction of its longer one."""
+PCA_MARGIN = 0.2
+"""A PCA plane's box reaches this fraction of the path's extent beyond it on every side, so
+that the ends of the path (the checkpoint among them) lie inside the contours, not on their
+edge."""
 
 
 @dataclass(frozen=True)
@@ -240,9 +244,10 @@ def pca_plane(
     ``pca`` is their :func:`trajectory_pca` (computed here if not given; it needs two
     components: three snapshots not on one line). With ``D`` (2, P) the components, each
     snapshot's coordinates are ``c_s = D(θ_s − centre)``. The grid covers the bounding box of
-    the path and the centre, scaled by ``span`` about its middle (``span = 1``: the box
-    itself); an axis shorter than :data:`PCA_MIN_ASPECT` times the other is widened to that,
-    and a path of zero length gets a box of half-width ``10⁻³·max(‖centre‖, 1)``. The path
+    the path and the centre widened by :data:`PCA_MARGIN` of its extent on every side, scaled
+    by ``span`` about its middle (``span = 1``: that box; the path's ends are then inside it,
+    not on its edge); an axis shorter than :data:`PCA_MIN_ASPECT` times the other is widened
+    to that, and a path of zero length gets a box of half-width ``10⁻³·max(‖centre‖, 1)``. The path
     (:class:`ProjectedPath`) is measured on the train batch: each snapshot's own loss, the
     loss at its projection, and its distance from the plane."""
     started = time.perf_counter()
@@ -457,14 +462,14 @@ def _symmetric_axis(span: float, grid: int) -> Tensor:
 
 
 def _path_axes(coordinates: Tensor, grid: int, span: float, scale: float) -> list[Tensor]:
-    """The PCA plane's axes: the bounding box of the path and the origin, scaled by ``span``
-    about its middle, no axis under :data:`PCA_MIN_ASPECT` of the other (see
-    :func:`pca_plane`)."""
+    """The PCA plane's axes: the bounding box of the path and the origin with a margin of
+    :data:`PCA_MARGIN`, scaled by ``span`` about its middle, no axis under
+    :data:`PCA_MIN_ASPECT` of the other (see :func:`pca_plane`)."""
     if grid < 2 or not span > 0:
         raise ValueError(f"need grid >= 2 and span > 0, got {grid} and {span}")
     low = coordinates.min(dim=0).values.clamp(max=0.0)
     high = coordinates.max(dim=0).values.clamp(min=0.0)
-    middle, half = (low + high) / 2, span * (high - low) / 2
+    middle, half = (low + high) / 2, span * (1 + 2 * PCA_MARGIN) * (high - low) / 2
     longest = half.max().item()
     if longest == 0.0:
         half = torch.full_like(half, 1e-3 * max(scale, 1.0))

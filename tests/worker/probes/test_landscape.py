@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from dynascope.worker.probes.evaluation import evaluate
 from dynascope.worker.probes.landscape import (
+    PCA_MARGIN,
     barrier_height,
     filter_normalized_direction,
     interpolate,
@@ -216,10 +217,13 @@ def test_pca_path_in_the_plane_is_drawn_exactly():
     assert path is not None and landscape.kind == "pca"
     assert path.residual.max() <= 1e-10 and path.relative_residual.max() <= 1e-10
     torch.testing.assert_close(path.projected_loss, path.loss, rtol=1e-10, atol=1e-10)
-    # the path lies inside the grid, which is the path's bounding box (span 1)
+    # the grid is the path's bounding box with a margin of PCA_MARGIN of its extent (span 1)
     for k in range(2):
         axis, coordinate = landscape.axes[k], path.coordinates[:, k]
-        assert axis[0] <= coordinate.min() + EXACT and coordinate.max() <= axis[-1] + EXACT
+        low, high = min(coordinate.min().item(), 0.0), max(coordinate.max().item(), 0.0)
+        margin = PCA_MARGIN * (high - low)
+        assert abs(axis[0].item() - (low - margin)) <= EXACT
+        assert abs(axis[-1].item() - (high + margin)) <= EXACT
     assert path.coordinates[-1].abs().max() <= 1e-10  # the last snapshot is the centre
     assert path.relative_residual[-1] == 0.0
     assert landscape.train_loss.shape == (5, 5)
