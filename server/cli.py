@@ -58,9 +58,7 @@ def _serve(host: str, port: int) -> None:
     from dynascope.server.app import create_app
 
     # open event streams (the dashboard's) must not hold Ctrl-C for long
-    uvicorn.run(
-        create_app(), host=host, port=port, log_level="info", timeout_graceful_shutdown=2
-    )
+    uvicorn.run(create_app(), host=host, port=port, log_level="info", timeout_graceful_shutdown=2)
 
 
 @main.command()
@@ -173,11 +171,14 @@ def _die_with_parent() -> None:
 
 
 def _api_url(url: str | None) -> str:
-    settings = get_settings()
-    return (url or settings.api_url).rstrip("/") + "/api/v1"
+    """The API's base (``…/api/v1``) from the server's URL, given with or without it."""
+    base = (url or get_settings().api_url).rstrip("/")
+    return base if base.endswith("/api/v1") else base + "/api/v1"
 
 
-def _request(method: str, url: str, **kwargs: Any) -> Any:
+def _request(
+    method: str, url: str, *, invalid: str = "the request is invalid", **kwargs: Any
+) -> Any:
     try:
         response = httpx.request(method, url, timeout=30, **kwargs)
     except httpx.HTTPError as error:
@@ -188,7 +189,7 @@ def _request(method: str, url: str, **kwargs: Any) -> Any:
         lines = [
             f"  {item['field'] or '(spec)'}: {item['msg']}" for item in response.json()["detail"]
         ]
-        raise click.ClickException("the spec is invalid:\n" + "\n".join(lines))
+        raise click.ClickException(f"{invalid}:\n" + "\n".join(lines))
     if response.status_code >= 400:
         raise click.ClickException(f"{response.status_code}: {response.json().get('detail')}")
     return response.json() if response.content else None
@@ -205,7 +206,7 @@ def submit(spec_file: Path, wait: bool, url: str | None) -> None:
     except json.JSONDecodeError as error:
         raise click.ClickException(f"{spec_file} is not valid JSON: {error}") from error
     base = _api_url(url)
-    created = _request("POST", f"{base}/runs", json=spec)
+    created = _request("POST", f"{base}/runs", json=spec, invalid="the spec is invalid")
     run_id = created["id"]
     click.echo(f"run {run_id} {created['status']}")
     if not wait:
@@ -240,7 +241,12 @@ def _print_summary(run: dict[str, Any]) -> None:
 
 
 @main.command()
-@click.option("--status", default=None, help="only runs with this status")
+@click.option(
+    "--status",
+    default=None,
+    type=click.Choice(["queued", "running", *sorted(TERMINAL)]),
+    help="only runs with this status",
+)
 @click.option("--limit", default=50, show_default=True)
 @click.option("--url", default=None, help="API base URL (default from DYNASCOPE_API_URL)")
 def runs(status: str | None, limit: int, url: str | None) -> None:

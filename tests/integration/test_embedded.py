@@ -138,6 +138,17 @@ def test_cli_submit_wait_and_list(embedded, tmp_path):
         env=embedded["env"], capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode != 0 and "optimizer.lr" in bad.stderr
+    assert "the spec is invalid" in bad.stderr
+
+    def cli_runs(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli, "runs", *args], env=embedded["env"], capture_output=True, text=True, timeout=60
+        )
+
+    with_api_path = cli_runs("--url", embedded["base"] + "/api/v1/", "--status", "completed")
+    assert with_api_path.returncode == 0 and "from-cli" in with_api_path.stdout
+    bogus = cli_runs(*url, "--status", "bogus")
+    assert bogus.returncode == 2 and "'bogus' is not one of" in bogus.stderr
 
 
 def test_ctrl_c_stops_api_and_worker(tmp_path):
