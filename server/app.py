@@ -20,7 +20,7 @@ import dynascope.frontend
 from dynascope.server import VERSION
 from dynascope.server.api.routes import events, geometry, health, registry, runs, vendor
 from dynascope.server.db.session import session_scope
-from dynascope.server.errors import DynascopeError
+from dynascope.server.errors import DynascopeError, InvalidSpecError
 from dynascope.server.queue import make_celery
 from dynascope.server.schemas.data_specs import DATA_SPECS
 from dynascope.server.schemas.model_specs import MODEL_SPECS
@@ -64,6 +64,11 @@ async def _validation_error(_request: Request, error: RequestValidationError) ->
 
 
 async def _dynascope_error(_request: Request, error: DynascopeError) -> JSONResponse:
+    if isinstance(error, InvalidSpecError):  # 422s all look alike: a list naming the field
+        field = error.field
+        loc = ["body", *field.split(".")] if field else ["body"]
+        item = {"field": field, "loc": loc, "msg": str(error), "type": "value_error"}
+        return JSONResponse(status_code=error.status_code, content={"detail": [item]})
     return JSONResponse(status_code=error.status_code, content={"detail": str(error)})
 
 
@@ -87,6 +92,7 @@ async def _reap_forever(settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The dynascope API (and dashboard) for ``settings`` (the environment's by default)."""
     settings = settings or get_settings()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reaper = asyncio.create_task(_reap_forever(settings))

@@ -23,9 +23,15 @@ class ConflictError(DynascopeError):
 
 
 class InvalidSpecError(DynascopeError):
-    """A spec is well-formed but cannot be honoured (e.g. a limit only known at run time)."""
+    """A spec is well-formed but cannot be honoured (e.g. a limit only known at run time).
+    ``field`` names the part of the request at fault, where there is one; the API answers
+    with a 422 shaped like a validation error's (a list of ``{field, msg, ...}``)."""
 
     status_code = 422
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class BrokerUnavailableError(DynascopeError):

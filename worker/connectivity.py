@@ -44,7 +44,8 @@ def measure_connectivity(
         raise InvalidSpecError(
             "the model has batch-norm running statistics, which parameter snapshots do not "
             "store, so the loss along the line cannot be evaluated: connectivity needs models "
-            "without batch norm"
+            "without batch norm",
+            field="run_a",
         )
     like = detached_parameters(model)
     size = sum(tensor.numel() for tensor in like.values())
@@ -52,7 +53,8 @@ def measure_connectivity(
         if theta.size != size:
             raise InvalidSpecError(
                 f"run {label}'s snapshot has {theta.size} parameters, run A's model {size}: "
-                "the line between two parameter vectors needs the same model"
+                "the line between two parameter vectors needs the same model",
+                field=f"run_{label.lower()}",
             )
     data = images_in_preferred_format(data, model)  # as the runs read them
     size_of = spec.probes.batch_size

@@ -47,20 +47,24 @@ def connectivity(
 def _check_same_architecture(id_a: int, spec_a: RunSpec, id_b: int, spec_b: RunSpec) -> None:
     if spec_a.model != spec_b.model:
         a, b = spec_a.model.model_dump(), spec_b.model.model_dump()
-        differing = ", ".join(
-            f"{key}: {a.get(key)!r} vs {b.get(key)!r}"
-            for key in sorted(a.keys() | b.keys())
-            if a.get(key) != b.get(key)
-        )
+        if a["name"] != b["name"]:
+            differing = f"model {a['name']!r} vs {b['name']!r}"
+        else:
+            differing = ", ".join(
+                f"{key}: {a[key]!r} vs {b[key]!r}" for key in sorted(a) if a[key] != b[key]
+            )
         raise InvalidSpecError(
             f"runs {id_a} and {id_b} have different architectures ({differing}): the line "
-            "between two parameter vectors needs the same model"
+            "between two parameter vectors needs the same model",
+            field="run_b",
         )
     shape_a, shape_b = spec_a.data.example_shape(), spec_b.data.example_shape()
     if shape_a is not None and shape_b is not None and shape_a != shape_b:
         raise InvalidSpecError(
             f"runs {id_a} and {id_b} read data of different shapes ({shape_a} vs {shape_b}), "
-            "so their models differ: the line between two parameter vectors needs the same model"
+            "so their models differ: the line between two parameter vectors needs the same "
+            "model",
+            field="run_b",
         )
 
 

@@ -140,11 +140,19 @@ def test_connectivity_refuses_what_it_cannot_measure(client):
     wider = _run(spec | {"model": {"name": "mlp", "widths": [13], "activation": "tanh"}})
     response = client.post("/api/v1/connectivity", json={"run_a": run_a, "run_b": wider})
     assert response.status_code == 422
-    assert "different architectures (widths: [12] vs [13])" in response.json()["detail"]
+    (problem,) = response.json()["detail"]
+    assert problem["field"] == "run_b"
+    assert "different architectures (widths: [12] vs [13])" in problem["msg"]
+    linear = _run(spec | {"model": {"name": "linear"}})
+    response = client.post("/api/v1/connectivity", json={"run_a": run_a, "run_b": linear})
+    (problem,) = response.json()["detail"]
+    assert "different architectures (model 'mlp' vs 'linear')" in problem["msg"]
     normed = {"name": "mlp", "widths": [12], "activation": "tanh", "batch_norm": True}
     bn_a, bn_b = _run(spec | {"model": normed}), _run(spec | {"model": normed, "seed": 2})
     response = client.post("/api/v1/connectivity", json={"run_a": bn_a, "run_b": bn_b})
-    assert response.status_code == 422 and "batch-norm" in response.json()["detail"]
+    (problem,) = response.json()["detail"]
+    assert response.status_code == 422 and problem["field"] == "run_a"
+    assert "batch-norm" in problem["msg"]
     with session_scope() as session:
         queued = create_run(session, spec=RunSpec.model_validate(spec), enqueue=lambda _: None).id
     response = client.post("/api/v1/connectivity", json={"run_a": run_a, "run_b": queued})

@@ -288,9 +288,10 @@ class LinearizedHessianOperator(LossCurvatureOperator[LinearizedGradient]):
     and backward passes: 0.13 s for the benchmark's MLP, 0.4 to 1.3 s for CNNs, 1.5 to 4 s for
     the ResNet and the transformer; so this operator pays only for batch-normed convolutional
     models and hundreds of products per chunk (see :func:`hessian_operator`), and with
-    several chunks and ``retain_graphs=False`` every product traces again. Block products by ``vmap`` ran at 0.9 to 1.2 times the speed of
-    products one by one on the MLP, CNN and transformer, and at half the speed on the ResNet,
-    hence off by default. Memory: the kept constants, about what a retained graph holds.
+    several chunks and ``retain_graphs=False`` every product traces again. Block products by
+    ``vmap`` ran at 0.9 to 1.2 times the speed of products one by one on the MLP, CNN and
+    transformer, and at half the speed on the ResNet, hence off by default. Memory: the kept
+    constants, about what a retained graph holds.
 
     The model must be in eval mode: the trace would otherwise freeze one draw of dropout and
     update batch-norm statistics while tracing. The products are those at the parameters'
@@ -373,9 +374,10 @@ def hessian_operator(
     much as 250 and 600 of the savings; on the benchmark's CNN without batch norm they cost
     more. With channels-last images (what the runner passes on the CPU where it pays) the
     double backward is the faster of all (33 ms a product on that CNN, against 59 ms
-    linearized on contiguous images, medians under load), with no trace. On MLPs and transformers the linearized products save 10% or less
-    and the trace is not repaid within a probe. Several chunks would each be
-    traced, and traced again per product unless kept, so those stay on the double backward.
+    linearized on contiguous images, medians under load), with no trace. On MLPs and
+    transformers the linearized products save 10% or less and the trace is not repaid within
+    a probe. Several chunks would each be traced, and traced again per product unless kept,
+    so those stay on the double backward.
     """
     convolutional = any(isinstance(m, CONVOLUTIONS) for m in model.modules())
     if (
