@@ -30,7 +30,16 @@ def read_snapshot(session: Session, run_id: int, step: int) -> np.ndarray:
         )
     ).first()
     if row is None:
-        raise NotFoundError(f"run {run_id} has no parameter snapshot at step {step}")
+        steps = snapshot_steps(session, run_id)
+        shown = ", ".join(map(str, steps[:20])) + (
+            f", … ({len(steps)} in all)" if len(steps) > 20 else ""
+        )
+        raise NotFoundError(
+            f"run {run_id} has no parameter snapshot at step {step}; it has snapshots at "
+            f"steps {shown}"
+            if steps
+            else f"run {run_id} has no parameter snapshots"
+        )
     flat = np.frombuffer(zlib.decompress(row.payload), dtype="<f4")
     assert flat.size == row.n_params
     return flat

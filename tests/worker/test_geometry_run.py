@@ -161,6 +161,12 @@ def test_connectivity_refuses_what_it_cannot_measure(client):
         "/api/v1/connectivity", json={"run_a": run_a, "run_b": queued, "step_b": 0}
     )
     assert response.status_code == 404  # a queued run has no snapshot yet
+    assert response.json()["detail"] == f"run {queued} has no parameter snapshots"
+    response = client.post(
+        "/api/v1/connectivity", json={"run_a": run_a, "run_b": run_a, "step_b": 7}
+    )
+    assert response.status_code == 404
+    assert response.json()["detail"].endswith("it has snapshots at steps 0, 30")
     response = client.post("/api/v1/connectivity", json={"run_a": run_a, "run_b": 1, "points": 2})
     assert response.status_code == 422
     assert response.json()["detail"][0]["field"] == "points"
