@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     port: int = 8000
     api_url: str = Field("", description="where CLI commands reach the API")
     device: str = Field("cpu", description='"cpu", "cuda", "cuda:N" or "auto"')
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads torch uses in a worker (default: torch's own, one per core). "
+        "Set it to cores ÷ workers when several workers share a machine: oversubscribed "
+        "threads wait on each other, and runs and probe timings slow down manyfold",
+    )
     heartbeat_interval_s: float = Field(2.0, gt=0)
     heartbeat_timeout_s: float = Field(30.0, gt=0)
     reaper_interval_s: float = Field(5.0, gt=0)

@@ -68,6 +68,8 @@ def execute_run(run_id: int, *, settings: Settings | None = None) -> str:
     """Train run ``run_id`` if it is queued; returns the status it ends in ("skipped" if it
     could not be claimed)."""
     settings = settings or get_settings()
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
     raw_spec = claim_run(run_id, worker=f"{socket.gethostname()}:{os.getpid()}")
     if raw_spec is None:
         log.info("run %s is not queued; skipping", run_id)

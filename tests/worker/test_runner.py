@@ -86,6 +86,20 @@ def test_a_run_is_trained_once(embedded_home):
     assert execute_run(run_id) == "skipped"  # e.g. a redelivered message
 
 
+def test_the_torch_threads_setting_is_applied(embedded_home, monkeypatch):
+    from dynascope.server.settings import get_settings
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("DYNASCOPE_TORCH_THREADS", "1")
+    get_settings.cache_clear()
+    try:
+        torch.set_num_threads(2)
+        assert execute_run(_submit()) == "completed"
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_recorded_keys_cover_the_probes(embedded_home):
     run_id = _submit()
     execute_run(run_id)
