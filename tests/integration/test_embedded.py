@@ -9,6 +9,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -151,17 +155,31 @@ def test_cli_submit_wait_and_list(embedded, tmp_path):
     assert bogus.returncode == 2 and "'bogus' is not one of" in bogus.stderr
 
 
-def test_ctrl_c_stops_api_and_worker(tmp_path):
+@contextmanager
+def _up_training_a_long_run(tmp_path: Path, **settings: str) -> Iterator[dict[str, Any]]:
+    """`dynascope up` with its own home and port (and ``settings``), training a run of
+    100,000 steps: yields the process, base URL, run id, home, log and environment once the
+    run is running."""
     home = tmp_path / "home"
-    port = free_port()
-    env = environment(home=str(home), heartbeat_interval_s="0.5")
+    env = environment(home=str(home), heartbeat_interval_s="0.5", **settings)
     log = tmp_path / "up.log"
+    port = free_port()
     with dynascope_process(["up", "--port", str(port)], env, log) as process:
         base = f"http://127.0.0.1:{port}"
         wait_for_api(base, process, log)
         spec = small_spec(steps=100_000, probes={"every": 1000, "batch_size": 64})
         run_id = httpx.post(f"{base}/api/v1/runs", json=spec).json()["id"]
         wait_for_run(base, run_id, {"running"}, timeout=60)
+        yield {"process": process, "base": base, "run_id": run_id, "home": home, "log": log,
+               "env": env, "port": port}  # fmt: skip
+
+
+def test_ctrl_c_stops_api_and_worker(tmp_path):
+    with _up_training_a_long_run(tmp_path) as up:
+        process, base, run_id, home, log = (
+            up["process"], up["base"], up["run_id"], up["home"], up["log"]
+        )  # fmt: skip
+        env, port = up["env"], up["port"]
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, log.read_text()
     # no worker left behind, and the interrupted run is not left "running"
@@ -175,19 +193,11 @@ def test_ctrl_c_stops_api_and_worker(tmp_path):
 def test_a_killed_worker_is_replaced_and_its_run_failed(tmp_path):
     """`up` starts a new worker when its worker dies (SIGKILL, mid-run): the run it held is
     failed by the heartbeat check, and a run submitted afterwards is trained."""
-    home = tmp_path / "home"
-    port = free_port()
-    env = environment(
-        home=str(home), flush_interval_s="0.2", heartbeat_interval_s="0.5",
-        heartbeat_timeout_s="3", reaper_interval_s="0.5",
-    )  # fmt: skip
-    log = tmp_path / "up.log"
-    with dynascope_process(["up", "--port", str(port)], env, log) as process:
-        base = f"http://127.0.0.1:{port}"
-        wait_for_api(base, process, log)
-        spec = small_spec(steps=100_000, probes={"every": 1000, "batch_size": 64})
-        held = httpx.post(f"{base}/api/v1/runs", json=spec).json()["id"]
-        wait_for_run(base, held, {"running"}, timeout=60)
+    settings = {"flush_interval_s": "0.2", "heartbeat_timeout_s": "3", "reaper_interval_s": "0.5"}
+    with _up_training_a_long_run(tmp_path, **settings) as up:
+        process, base, held, home, log = (
+            up["process"], up["base"], up["run_id"], up["home"], up["log"]
+        )  # fmt: skip
         (worker,) = [pid for pid in processes_with_setting("DYNASCOPE_HOME", str(home))
                      if pid != process.pid]  # fmt: skip
         os.kill(worker, signal.SIGKILL)
