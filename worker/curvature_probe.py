@@ -218,6 +218,7 @@ def _lanczos_meta(result: LanczosResult, threshold: float | None = None) -> dict
         "iterations": result.iterations,
         "matvecs": result.matvecs,
         "converged": bool(result.converged),
+        "at_rounding_level": bool(result.at_rounding_level),
         "residuals": result.residuals.tolist(),
         "errors": result.errors.tolist(),
     }

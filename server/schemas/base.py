@@ -9,9 +9,14 @@ from dynascope.server.settings import Limits, get_settings
 
 
 class StrictModel(BaseModel):
-    """A spec fragment: unknown keys are rejected (a typo must not be silently ignored)."""
+    """A spec fragment: unknown keys are rejected (a typo must not be silently ignored), and
+    no value is silently converted: an integer field takes only a JSON integer (not ``true``,
+    ``16.0`` or ``"16"``), a float field a JSON number (an integer too, never a boolean or a
+    string), a boolean only ``true`` or ``false`` (pydantic's strict mode, for every field,
+    present and future); a float must be finite (Python's JSON reader accepts ``NaN`` and
+    ``Infinity``), or the 422 says "Input should be a finite number"."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def limits() -> Limits:

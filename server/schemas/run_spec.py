@@ -17,7 +17,7 @@ from dynascope.server.errors import InvalidSpecError
 from dynascope.server.schemas.base import StrictModel, check_at_most, field_error, limits
 from dynascope.server.schemas.data_specs import DataSpec, input_kind
 from dynascope.server.schemas.model_specs import ModelSpec
-from dynascope.server.schemas.optimizer_specs import OptimizerSpec
+from dynascope.server.schemas.optimizer_specs import GDSpec, OptimizerSpec
 from dynascope.server.settings import Limits
 
 
@@ -193,14 +193,8 @@ class RunSpec(StrictModel):
         except ValueError as error:
             raise field_error("RunSpec", ("model", "name"), str(error), self.model.name) from None
         self._check_jacobian()
-        train_size = self.data.train_size()
-        if train_size is not None and self.probes.batch_size > train_size:
-            raise _error(
-                ("probes", "batch_size"),
-                f"probes.batch_size ({self.probes.batch_size}) is larger than the training "
-                f"set ({train_size} examples)",
-                self.probes.batch_size,
-            )
+        self._check_batch_sizes()
+        self._check_warmup()
         self._check_training_jacobian()
         self._check_landscape()
         self._check_sizes()
@@ -221,6 +215,36 @@ class RunSpec(StrictModel):
                 f"probes.jacobian.n_inputs ({jacobian.n_inputs}) is larger than "
                 f"probes.batch_size ({self.probes.batch_size})",
                 jacobian.n_inputs,
+            )
+
+    def _check_batch_sizes(self) -> None:
+        """The probe batch and the minibatch are drawn from the training set, so neither may
+        be larger (when the spec knows the set's size; otherwise the worker checks the
+        minibatch once it has the data: :func:`check_minibatch`). Gradient descent uses the
+        whole training set whatever ``data.batch_size`` says."""
+        train_size = self.data.train_size()
+        if train_size is None:
+            return
+        if self.probes.batch_size > train_size:
+            raise _error(
+                ("probes", "batch_size"),
+                f"probes.batch_size ({self.probes.batch_size}) is larger than the training "
+                f"set ({train_size} examples)",
+                self.probes.batch_size,
+            )
+        check_minibatch(self, train_size, located=True)
+
+    def _check_warmup(self) -> None:
+        """A learning-rate warmup must end before the run does."""
+        warmup = self.optimizer.schedule.warmup_steps
+        if warmup and warmup >= self.steps:
+            raise _error(
+                ("optimizer", "schedule", "warmup_steps"),
+                f"optimizer.schedule.warmup_steps ({warmup}) must be fewer than steps "
+                f"({self.steps}): the warmup would take the whole run, the learning rate "
+                f"rising linearly to only {self.steps / warmup:.3g} × optimizer.lr at the "
+                "last step",
+                warmup,
             )
 
     def _check_training_jacobian(self) -> None:
@@ -298,6 +322,23 @@ class RunSpec(StrictModel):
             check_snapshots(count, self.steps, trajectory.snapshot_every, bounds, located=True)
 
 
+def check_minibatch(spec: RunSpec, train_size: int, *, located: bool) -> None:
+    """Refuse a ``data.batch_size`` larger than the ``train_size`` training examples (the
+    minibatch is drawn from them; gradient descent, which takes all of them, is exempt): a
+    422 at ``data.batch_size``, or an ``InvalidSpecError`` when the worker finds it once it
+    has read the data files."""
+    if isinstance(spec.optimizer, GDSpec) or spec.data.batch_size <= train_size:
+        return
+    raise _limit_error(
+        ("data", "batch_size"),
+        f"data.batch_size ({spec.data.batch_size}) is larger than the training set "
+        f'({train_size} examples): use at most {train_size}, or optimizer "gd" for '
+        "full-batch gradient descent",
+        spec.data.batch_size,
+        located,
+    )
+
+
 def model_parameter_count(spec: RunSpec) -> int | None:
     """The spec's model's trainable parameters, counted without data (``None`` when only the
     data files know the shapes). Builds the model on torch's meta device, so it imports the
@@ -319,23 +360,45 @@ def snapshot_count(steps: int, every: int) -> int:
 
 def check_snapshots(count: int, steps: int, every: int, bounds: Limits, *, located: bool) -> None:
     """Refuse snapshots of ``count`` parameters every ``every`` of ``steps`` steps beyond the
-    ``max_snapshots`` or ``max_snapshot_bytes`` limits, saying by how much and what cadence
-    fits (a 422 at ``probes.trajectory.snapshot_every``, or an ``InvalidSpecError``)."""
+    ``max_snapshots`` or ``max_snapshot_bytes`` limits, naming only the limits exceeded, each
+    with by how much, and the cadence that fits (a 422 at
+    ``probes.trajectory.snapshot_every``, or an ``InvalidSpecError``)."""
     n = snapshot_count(steps, every)
     size = 4 * count * n
-    if n > bounds.max_snapshots or size > bounds.max_snapshot_bytes:
-        fits = smallest_fitting_cadence(count, steps, every, bounds)
-        raise _limit_error(
-            ("probes", "trajectory", "snapshot_every"),
-            f"{n} snapshots of {count} parameters take {size / 2**20:.1f} MiB, above the "
-            f"limits of {bounds.max_snapshots} snapshots and "
-            f"{bounds.max_snapshot_bytes / 2**20:.1f} MiB by "
-            f"{max(0, size - bounds.max_snapshot_bytes) / 2**20:.1f} MiB and "
-            f"{max(0, n - bounds.max_snapshots)} snapshots; "
-            + (f"snapshot_every {fits} fits" if fits else "no cadence fits"),
-            every,
-            located,
+    exceeded = []
+    if n > bounds.max_snapshots:
+        exceeded.append(
+            f"the limit of {bounds.max_snapshots} snapshots by {n - bounds.max_snapshots} "
+            "(setting DYNASCOPE_LIMIT_MAX_SNAPSHOTS)"
         )
+    if size > bounds.max_snapshot_bytes:
+        exceeded.append(
+            f"the limit of {_size(bounds.max_snapshot_bytes)} by "
+            f"{_size(size - bounds.max_snapshot_bytes)} (setting "
+            "DYNASCOPE_LIMIT_MAX_SNAPSHOT_BYTES)"
+        )
+    if not exceeded:
+        return
+    fits = smallest_fitting_cadence(count, steps, every, bounds)
+    raise _limit_error(
+        ("probes", "trajectory", "snapshot_every"),
+        f"{n} snapshots of {count} parameters take {_size(size)}, above "
+        + " and ".join(exceeded)
+        + "; "
+        + (f"snapshot_every {fits} fits" if fits else "no cadence fits"),
+        every,
+        located,
+    )
+
+
+def _size(size: int) -> str:
+    """A byte count for a message: in MiB, KiB or bytes, whichever shows it without
+    rounding it to zero."""
+    if size >= 2**20:
+        return f"{size / 2**20:.1f} MiB"
+    if size >= 2**10:
+        return f"{size / 2**10:.1f} KiB"
+    return f"{size} bytes"
 
 
 def smallest_fitting_cadence(count: int, steps: int, every: int, bounds: Limits) -> int | None:

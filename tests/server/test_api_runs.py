@@ -3,6 +3,8 @@ listing, cancelling and deleting, on the embedded store and broker."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -101,6 +103,33 @@ def test_submit_queues_a_run(client):
             "after the last step",
         ),
         (_with(model__widths=[4096] * 4), "model", "above the configured limit of 50000"),
+        # integers are JSON integers: no bool, float or string silently converted
+        (_with(model__widths=[True, 16]), "model.widths.0", "valid integer"),
+        (_with(model__widths=[16, 16.0]), "model.widths.1", "valid integer"),
+        (_with(model={"name": "cnn", "channels": [8, 4.0]}), "model.channels.1", "valid integer"),
+        (_with(model={"name": "resnet", "depth": True}), "model.depth", "valid integer"),
+        (_with(steps=20.0), "steps", "valid integer"),
+        (_with(seed="1"), "seed", "valid integer"),
+        (_with(data__batch_size=True), "data.batch_size", "valid integer"),
+        (_with(probes__batch_size=128.0), "probes.batch_size", "valid integer"),
+        (_with(probes__hessian={"top_k": 2.0}), "probes.hessian.top_k", "valid integer"),
+        (_with(optimizer__lr=True), "optimizer.lr", "valid number"),
+        (_with(model__batch_norm=1), "model.batch_norm", "valid boolean"),
+        (
+            _with(data__batch_size=5000),
+            "data.batch_size",
+            "data.batch_size (5000) is larger than the training set (1438 examples)",
+        ),
+        (
+            _with(optimizer={"name": "sgd", "schedule": {"name": "cosine", "warmup_steps": 500}}),
+            "optimizer.schedule.warmup_steps",
+            "warmup_steps (500) must be fewer than steps (20)",
+        ),
+        (
+            _with(optimizer={"name": "adam", "schedule": {"warmup_steps": 20}}),
+            "optimizer.schedule.warmup_steps",
+            "warmup_steps (20) must be fewer than steps (20)",
+        ),
     ],
 )
 def test_bad_specs_are_422_naming_the_field(client, spec, field, words):
@@ -108,6 +137,76 @@ def test_bad_specs_are_422_naming_the_field(client, spec, field, words):
     assert field in fields, fields
     assert words in fields[field]
     assert client.get("/api/v1/runs").json()["count"] == 0  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        _with(model__widths=[16, 8]),  # JSON integers stay valid
+        _with(optimizer__lr=1),  # an integer is a valid float
+        _with(data__batch_size=1438),  # the whole training set
+        _with(data__batch_size=5000, optimizer={"name": "gd", "lr": 0.1}),  # gd takes it all
+        _with(optimizer={"name": "sgd", "schedule": {"name": "cosine", "warmup_steps": 19}}),
+    ],
+)
+def test_valid_specs_near_the_new_checks_are_accepted(client, spec):
+    response = client.post("/api/v1/runs", json=spec)
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        (("optimizer", "lr"), "optimizer.lr"),
+        (("optimizer", "weight_decay"), "optimizer.weight_decay"),
+        (("probes", "hessian", "tolerance"), "probes.hessian.tolerance"),
+        (("data", "test_fraction"), "data.test_fraction"),
+    ],
+)
+def test_non_finite_numbers_are_422_naming_the_field(client, value, path, field):
+    spec = _with(probes__hessian={"top_k": 1})
+    node = spec
+    for part in path[:-1]:
+        node[part] = node = dict(node[part])
+    node[path[-1]] = "PLACEHOLDER"
+    # Python's JSON reader accepts NaN and Infinity, so a client can send them
+    body = json.dumps(spec).replace('"PLACEHOLDER"', value)
+    response = client.post(
+        "/api/v1/runs", content=body, headers={"content-type": "application/json"}
+    )
+    fields = _fields(response)
+    assert fields == {field: "Input should be a finite number"}
+    assert client.get("/api/v1/runs").json()["count"] == 0
+
+
+def test_snapshot_limits_name_only_what_is_exceeded(client, embedded_home, monkeypatch):
+    from dynascope.server.settings import get_settings
+
+    where, every_step = "probes.trajectory.snapshot_every", {"snapshot_every": 1}
+    # bytes only (the fixture allows 15 snapshots' bytes): 21 snapshots of 1210 parameters
+    spec = _with(probes__trajectory=every_step)
+    bytes_only = _fields(client.post("/api/v1/runs", json=spec))[where]
+    assert bytes_only == (
+        "21 snapshots of 1210 parameters take 99.3 KiB, above the limit of 70.9 KiB by "
+        "28.4 KiB (setting DYNASCOPE_LIMIT_MAX_SNAPSHOT_BYTES); snapshot_every 2 fits"
+    )
+    # both limits: 5001 snapshots
+    spec = _with(steps=5000, probes__trajectory=every_step)
+    both = _fields(client.post("/api/v1/runs", json=spec))[where]
+    assert "above the limit of 2000 snapshots by 3001 (setting" in both
+    assert "and the limit of 70.9 KiB by 23.0 MiB (setting" in both
+
+    # the count only, under the default byte limit (256 MiB): the spec of the bug report
+    monkeypatch.delenv("DYNASCOPE_LIMIT_MAX_SNAPSHOT_BYTES")
+    get_settings.cache_clear()
+    with TestClient(create_app()) as default_client:
+        spec = _with(steps=50000, probes__trajectory=every_step)
+        count_only = _fields(default_client.post("/api/v1/runs", json=spec))[where]
+    assert count_only == (
+        "50001 snapshots of 1210 parameters take 230.8 MiB, above the limit of 2000 snapshots "
+        "by 48001 (setting DYNASCOPE_LIMIT_MAX_SNAPSHOTS); snapshot_every 26 fits"
+    )
 
 
 def test_step_limit_comes_from_settings(embedded_home, monkeypatch):

@@ -179,6 +179,41 @@ def test_failures_are_recorded_with_a_reason(embedded_home, changes, message):
         assert run.status == "failed" and message in run.error
 
 
+@pytest.mark.parametrize(
+    ("optimizer", "outcome"),
+    [({"name": "sgd", "lr": 0.1}, "failed"), ({"name": "gd"}, "completed")],
+)
+def test_a_minibatch_larger_than_a_data_file_fails_the_run(embedded_home, optimizer, outcome):
+    """Only the file tells the size of an npz training set: the worker refuses a larger
+    minibatch (rather than silently training on the full batch); gradient descent takes the
+    whole set whatever the batch size says."""
+    import numpy as np
+
+    (embedded_home / "data").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.savez(
+        embedded_home / "data" / "small.npz",
+        x_train=rng.standard_normal((20, 3)).astype(np.float32),
+        y_train=np.arange(20) % 2,
+        x_test=rng.standard_normal((6, 3)).astype(np.float32),
+        y_test=np.arange(6) % 2,
+    )
+    run_id = _submit(
+        model={"name": "mlp", "widths": [4]},
+        data={"name": "npz", "file": "small.npz", "batch_size": 32},
+        optimizer=optimizer,
+        steps=5,
+        probes={"every": 5, "batch_size": 8},
+    )
+    assert execute_run(run_id) == outcome
+    with session_scope() as session:
+        error = get_run(session, run_id=run_id).error
+    if outcome == "failed":
+        assert error.startswith("data.batch_size (32) is larger than the training set (20 ")
+    else:
+        assert error is None
+
+
 def test_parameter_limit_fails_the_run(embedded_home, monkeypatch):
     from dynascope.server.settings import get_settings
 

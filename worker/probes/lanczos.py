@@ -50,8 +50,13 @@ class LanczosResult:
     ``residuals`` (float64) the Lanczos bounds on ``‖A yᵢ - θᵢ yᵢ‖``: ``|β_{m+1} s_{m,i}|``,
     plus ``|β s_{j,i}|`` for each coupling dropped at a restart (see
     :func:`lanczos_top_eigenpairs`). ``iterations`` is the dimension of the Krylov space built;
-    ``matvecs`` the operator products used (equal to ``iterations``); ``converged`` whether the
-    stopping rule was met before ``max_iterations``.
+    ``matvecs`` the operator products used (equal to ``iterations``). ``converged``: the
+    stopping rule was met before ``max_iterations`` with every wanted eigenvalue within the
+    tolerance, ``errors ≤ tolerance·|eigenvalues|``, or zero to double precision (see
+    :func:`lanczos_top_eigenpairs`). ``at_rounding_level``: the rule was met with some wanted
+    eigenvalue known only to the rounding level of the products, its error bound above
+    ``tolerance·|eigenvalue|`` (an eigenvalue near zero, or small beside the largest in
+    magnitude): ``errors`` is then its accuracy, in absolute terms only.
     """
 
     eigenvalues: Tensor
@@ -61,6 +66,7 @@ class LanczosResult:
     iterations: int
     matvecs: int
     converged: bool
+    at_rounding_level: bool = False
 
 
 @dataclass(frozen=True)
@@ -282,6 +288,23 @@ def lanczos_top_eigenpairs(
     eigenvalues near 0, and the attainable accuracy in float32), or after ``max_iterations``
     steps (default ``min(n, max(100, 10·wanted))``) with ``converged=False``.
 
+    Converged, or only at rounding level. A residual at rounding level is as small as the
+    products allow, so iterating on gains nothing; but it bounds the error only absolutely,
+    by about ``ε·‖A‖``, which for an eigenvalue far below ``‖A‖`` in magnitude can be many
+    times the eigenvalue itself. (A diverging float32 network, seen in a run: ``‖H‖ ≈ 4·10²⁵``;
+    three steps gave a top Ritz value 1.2·10¹⁰ with an error bound 3·10¹⁴, while the dense
+    Hessian's top eigenvalue was 1.3·10¹⁸, itself below its rounding level ``ε‖H‖ ≈ 5·10¹⁸``:
+    the Ritz value was near *an* eigenvalue, not the largest, and no sharpness was
+    measurable.) So the run stops there, but ``converged`` is true only if every wanted pair
+    is within the tolerance, ``eᵢ ≤ tolerance·|θᵢ|``, or is zero to double precision,
+    ``|θᵢ| + eᵢ ≤ ε₆₄·‖T_m‖`` with ``ε₆₄`` float64's machine epsilon (the zero eigenvalues of
+    a low-rank float64 operator: no relative tolerance can apply to a zero, and it is exact
+    as far as ``T_m``, accumulated in float64, can tell; a float32 operator's products are
+    too coarse to show such a zero). ``at_rounding_level`` says that the rule was met with
+    some wanted pair's error bound above ``tolerance·|θᵢ|``: its eigenvalue is known to
+    within ``eᵢ`` only, absolutely (with ``converged``: a zero to double precision; without:
+    not measured to the tolerance, as in the run above).
+
     Start. Cold: a Gaussian vector from ``generator`` (default: a fresh one seeded with
     ``LANCZOS_SEED``). Warm: ``start`` is a vector or an ``n × j`` block of previous
     eigenvectors; the start is their sum (unit-normalised) plus a random vector of norm
@@ -346,21 +369,24 @@ def lanczos_top_eigenpairs(
         # Invariant to within the tolerance: every pair of T passes, whatever it is; look at
         # the rest of the space before trusting the wanted ones (see "Breakdown").
         invariant = process.broken_down or beta <= bounds.min().item()
+        within = errors <= tolerance * thetas[chosen].abs()
         if m == n:
-            converged = True
+            stop = True
         elif invariant:
-            converged = _unchanged_by_block(
+            stop = _unchanged_by_block(
                 matrix, process.block_start, k, which, thetas[chosen], bounds
             )
         else:
-            done = (errors <= tolerance * thetas[chosen].abs()) | (residuals <= floor)
-            converged = bool(done.all()) and _block_extremes_converged(
+            stop = bool((within | (residuals <= floor)).all()) and _block_extremes_converged(
                 matrix, process.block_start, which, beta, tolerance, floor
             )
-        if converged or m >= limit:
+        if stop or m >= limit:
             break
         if invariant:
             process.restart(generator)
+    # Known to the tolerance, or zero to double precision (see "Converged, or only ...").
+    zero = thetas[chosen].abs() + errors <= _epsilon(torch.float64) * thetas.abs().max()
+    all_within = bool(within.all())
     ritz = vectors[:, chosen].to(operator.device, operator.dtype)
     eigenvectors = process.basis[:m].T @ ritz
     return LanczosResult(
@@ -370,7 +396,8 @@ def lanczos_top_eigenpairs(
         residuals=residuals,
         iterations=m,
         matvecs=operator.matvecs - before,
-        converged=converged,
+        converged=stop and bool((within | zero).all()),
+        at_rounding_level=stop and not all_within,
     )
 
 

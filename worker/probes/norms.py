@@ -5,24 +5,32 @@ Inputs are dictionaries of tensors keyed by parameter name (see
 :func:`~dynascope.worker.probes.params.detached_parameters`); outputs are plain floats by the
 same names. These run every few training steps, so norms of many tensors are taken with one
 fused ``torch._foreach_norm`` (the kernel behind ``clip_grad_norm_``) and brought to the host
-with one transfer.
+with one transfer. That kernel sums squares in the tensors' precision, so in float32 a tensor
+with entries above about 1.8e19 (a diverging run) gets an infinite norm; those few norms are
+taken again by :func:`~.spectral.rescaled_norm` (float64, scaled by the largest entry), so
+that every finite tensor gets a finite norm while the common case costs nothing more. Totals
+over several tensors are combined on the host with ``math.hypot``, which does not overflow.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from dynascope.worker.probes.spectral import SPECTRAL_TOLERANCE, SpectralNorms, spectral_norms
+from dynascope.worker.probes.spectral import (
+    SPECTRAL_TOLERANCE,
+    SpectralNorms,
+    rescaled_norm,
+    spectral_norms,
+)
 
 
 def weight_norms(params: dict[str, Tensor]) -> dict[str, float]:
     """The L2 (Frobenius) norm of every parameter tensor, by name."""
-    return dict(zip(params, _norms(list(params.values())).tolist(), strict=True))
+    return dict(zip(params, _host_norms(list(params.values())), strict=True))
 
 
 def gradient_norms(gradient: dict[str, Tensor]) -> dict[str, float]:
@@ -32,25 +40,26 @@ def gradient_norms(gradient: dict[str, Tensor]) -> dict[str, float]:
 
 def gradient_norm(gradient: dict[str, Tensor]) -> float:
     """The L2 norm of the whole gradient (all parameters as one vector)."""
-    return _total(_norms(list(gradient.values()))).item()
+    return math.hypot(*_host_norms(list(gradient.values())))
 
 
 def distance(params: dict[str, Tensor], reference: dict[str, Tensor]) -> float:
     """The L2 distance ``||θ - θ_ref||`` between two points of parameter space (all parameters
     as one vector), e.g. from the initialisation."""
     current, base = _aligned(params, reference, "reference")
-    return _total(_difference_norms(current, base)).item()
+    return math.hypot(*_host_norms([], current, base))
 
 
 def update_ratios(before: dict[str, Tensor], after: dict[str, Tensor]) -> dict[str, float]:
     """Per-layer relative update ``||θ_after - θ_before|| / ||θ_before||``, by name.
 
     A tensor that was all zeros before (a zero-initialised bias or output layer) gets 0.0 if it
-    did not move and ``inf`` if it did, the ratio's limit; the value is NaN only when the
-    parameters are.
+    did not move and ``inf`` if it did, the ratio's limit. The ratio is NaN (not measurable;
+    recorded as null) when either norm is not finite, i.e. when the parameters are not.
     """
     old, new = _aligned(before, after, "after")
-    moved, sizes = _to_host([_difference_norms(new, old), _norms(old)])
+    values = _host_norms(old, new, old)
+    sizes, moved = values[: len(old)], values[len(old) :]
     return dict(zip(before, map(_ratio, moved, sizes), strict=True))
 
 
@@ -112,10 +121,7 @@ def measure_norms(
     if previous is not None:
         bases.append(_aligned(params, previous, "previous")[1])
         normed.append(bases[-1])
-    differences = (
-        torch._foreach_sub(tensors * len(bases), sum(bases, [])) if tensors and bases else []
-    )
-    values = _norms(sum(normed, []) + list(differences)).tolist()
+    values = _host_norms(sum(normed, []), tensors * len(bases), sum(bases, []))
     segments = iter(_split(values, len(normed) + len(bases)))
 
     weights = dict(zip(names, next(segments), strict=True))
@@ -143,29 +149,45 @@ def measure_norms(
 
 
 def _norms(tensors: list[Tensor]) -> Tensor:
-    """The L2 norm of each tensor, as one 1-D tensor (float64 if any input is, else float32)."""
+    """The L2 norm of each tensor, as one 1-D tensor (float64 if any input is, else float32),
+    by one fused kernel summing squares in that precision: it may overflow (see
+    :func:`_host_norms`)."""
     if not tensors:
         return torch.zeros(0)
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
     return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
 
 
-def _difference_norms(minuend: list[Tensor], subtrahend: list[Tensor]) -> Tensor:
-    """The L2 norm of each difference ``minuend[i] - subtrahend[i]``, as one 1-D tensor."""
-    if not minuend:
-        return torch.zeros(0)
-    return _norms(torch._foreach_sub(minuend, subtrahend))
-
-
-def _total(norms: Tensor) -> Tensor:
-    """The L2 norm of the concatenation of tensors, from their norms."""
-    return torch.linalg.vector_norm(norms)
+def _host_norms(
+    tensors: list[Tensor],
+    minuends: list[Tensor] | None = None,
+    subtrahends: list[Tensor] | None = None,
+) -> list[float]:
+    """The L2 norms of ``tensors``, then of the differences ``minuends[i] - subtrahends[i]``,
+    on the host: one fused subtraction and one fused norm (:func:`_norms`), one transfer. A
+    norm that came out infinite is taken again alone by :func:`rescaled_norm`: finite only if
+    the tensor (the difference, taken in float64) is, so a float32 sum of squares that
+    overflowed does not pass for an infinite tensor. Ordinary norms cost nothing more."""
+    minuends, subtrahends = minuends or [], subtrahends or []
+    differences = list(torch._foreach_sub(minuends, subtrahends)) if minuends else []
+    values = _norms(tensors + differences).tolist()
+    for index, value in enumerate(values):
+        if value == math.inf:
+            if index < len(tensors):
+                values[index] = rescaled_norm(tensors[index])
+            else:
+                pair = index - len(tensors)
+                values[index] = rescaled_norm(minuends[pair], subtrahends[pair])
+    return values
 
 
 def _ratio(moved: float, size: float) -> float:
-    """``moved / size``; from a zero tensor, 0.0 if it did not move and ``inf`` if it did."""
+    """``moved / size``: NaN (not measurable) unless both norms are finite; from a zero
+    tensor, 0.0 if it did not move and ``inf`` if it did."""
+    if not (math.isfinite(moved) and math.isfinite(size)):
+        return math.nan
     if size == 0:
-        return 0.0 if moved == 0 else (math.inf if moved > 0 else moved)  # NaN stays NaN
+        return 0.0 if moved == 0 else math.inf
     return moved / size
 
 
@@ -173,13 +195,6 @@ def _split(values: list[float], parts: int) -> list[list[float]]:
     """``values`` cut into ``parts`` consecutive pieces of equal length."""
     size = len(values) // parts
     return [values[part * size : (part + 1) * size] for part in range(parts)]
-
-
-def _to_host(pieces: list[Tensor]) -> list[list[float]]:
-    """The values of several 1-D tensors, brought to the host in one transfer."""
-    values = torch.cat(pieces).tolist()
-    bounds = [0, *itertools.accumulate(len(piece) for piece in pieces)]
-    return [values[start:end] for start, end in itertools.pairwise(bounds)]
 
 
 def _same_keys(params: dict[str, Tensor], other: dict[str, Tensor], what: str) -> list[str]:

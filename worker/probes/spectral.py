@@ -343,16 +343,32 @@ def _batches(matrices: dict[str, Tensor]) -> list[list[str]]:
     return list(batches.values())
 
 
+def rescaled_norm(tensor: Tensor, subtrahend: Tensor | None = None) -> float:
+    """The L2 (Frobenius) norm of ``tensor``, or of ``tensor - subtrahend``, taken in float64
+    from the tensor divided by its largest magnitude, so that it neither overflows nor
+    underflows whenever the norm itself is a finite float64: the fallback for a norm that a
+    fused float32 sum of squares sent to infinity (entries above about 1.8e19) or to zero.
+    One pass more than a plain norm and a transfer, so only for the few tensors that need it.
+    Infinite if an entry (of the difference) is, NaN if one is NaN; 0.0 for an empty tensor."""
+    values = tensor.detach().double()
+    if subtrahend is not None:
+        values = values - subtrahend.detach().double()
+    if values.numel() == 0:
+        return 0.0
+    peak = values.abs().max().item()
+    if peak == 0 or not math.isfinite(peak):
+        return peak
+    return peak * torch.linalg.vector_norm(values / peak).item()
+
+
 def _scale(matrix: Tensor, frobenius: float) -> float:
     """``frobenius``, the Frobenius norm of ``matrix``, unless it underflowed to 0 or overflowed
-    to infinity: then it is taken again from ``matrix / max|matrix|``. 0.0 for a zero matrix,
-    NaN for one with a non-finite entry."""
+    to infinity: then it is taken again by :func:`rescaled_norm`. 0.0 for a zero matrix, NaN
+    for one with a non-finite entry (or, absurdly, a norm beyond the float64 range)."""
     if 0 < frobenius < math.inf or math.isnan(frobenius):
         return frobenius
-    peak = matrix.abs().max().item() if matrix.numel() else 0.0
-    if peak == 0 or not math.isfinite(peak):
-        return 0.0 if peak == 0 else math.nan
-    return peak * torch.linalg.vector_norm(matrix.double() / peak).item()
+    norm = rescaled_norm(matrix)
+    return norm if norm < math.inf else math.nan
 
 
 def _frobenius_norms(matrices: dict[str, Tensor]) -> dict[str, float]:

@@ -167,12 +167,58 @@ def test_low_rank_operator_and_zero_operator() -> None:
     assert (gram - torch.eye(6, dtype=torch.float64)).abs().max() < 1e-12
 
 
+def huge_spread(cluster: float) -> Tensor:
+    """Twenty eigenvalues in [-cluster, -cluster/2] (a diverging network's Hessian: a few
+    enormous negative curvatures) beside a bulk in [-1, 2]: the top eigenvalue, 2, is far
+    below ``‖A‖ = cluster``."""
+    values = torch.cat([-cluster * torch.linspace(0.5, 1.0, 20), torch.linspace(-1.0, 2.0, 80)])
+    return with_spectrum(values, seed=31)
+
+
+@pytest.mark.parametrize("cluster", [1e8, 1e12])
+def test_a_rounding_level_residual_is_not_convergence(cluster: float) -> None:
+    """In float32 the products' rounding, about ε‖A‖ ≈ 1e-7·cluster, swamps the top eigenvalue:
+    its residual reaches the rounding level after a few steps and the run stops there, but its
+    error bound is far above tolerance·|θ| (the Ritz value is not even near 2), so the result
+    says at_rounding_level, not converged."""
+    operator = DenseSymmetricOperator(huge_spread(cluster).float())
+    generator = torch.Generator().manual_seed(0)
+    result = lanczos_top_eigenpairs(operator, 1, tolerance=1e-4, generator=generator)
+    assert result.at_rounding_level and not result.converged
+    assert result.iterations < 20  # stopped at the rounding level, not the iteration limit
+    assert (result.errors > 1e-4 * result.eigenvalues.abs()).all()
+    assert (result.eigenvalues - 2.0).abs().max() > 0.5
+
+
+def test_float32_spread_within_reach_still_converges() -> None:
+    """The same shape of spectrum with a spread float32 can resolve: converged, and not at the
+    rounding level."""
+    matrix = huge_spread(1e2)
+    operator = DenseSymmetricOperator(matrix.float())
+    result = lanczos_top_eigenpairs(operator, 1, tolerance=1e-4)
+    assert result.converged and not result.at_rounding_level
+    assert result.eigenvalues.item() == pytest.approx(2.0, rel=1e-4)
+    assert (result.errors <= 1e-4 * result.eigenvalues.abs()).all()
+
+
+def test_zero_eigenvalues_to_double_precision_are_converged_at_rounding_level() -> None:
+    """A zero eigenvalue has no relative tolerance: within ε₆₄‖A‖ of zero it is converged, and
+    at_rounding_level says that its error bound is absolute. An ordinary run is neither."""
+    matrix = with_spectrum([0.0] * 42 + [float(v) for v in range(1, 9)], seed=13)
+    bottom = lanczos_top_eigenpairs(DenseSymmetricOperator(matrix), 3, which="smallest")
+    assert bottom.converged and bottom.at_rounding_level
+    assert (bottom.errors > LANCZOS_TOLERANCE * bottom.eigenvalues.abs()).all()
+    top = lanczos_top_eigenpairs(DenseSymmetricOperator(matrix), 5)
+    assert top.converged and not top.at_rounding_level
+
+
 def test_iteration_limit_returns_unconverged_pairs() -> None:
     matrix = hessian_like(200, seed=14)
     result = lanczos_top_eigenpairs(
         DenseSymmetricOperator(matrix), 5, which="smallest", max_iterations=8
     )
     assert not result.converged and result.iterations == 8 and result.matvecs == 8
+    assert not result.at_rounding_level
     with pytest.raises(ValueError, match="fewer than"):
         lanczos_top_eigenpairs(DenseSymmetricOperator(matrix), 5, max_iterations=4)
     with pytest.raises(ValueError, match="k must be"):

@@ -169,3 +169,70 @@ def test_measure_norms_with_only_weights() -> None:
     empty = measure_norms({}, gradient={}, initial={}, previous={})
     assert empty.weight_norms == {} and empty.gradient_norm == 0.0
     assert empty.distance_from_init == 0.0 and empty.update_ratios == {}
+
+
+def diverging_params() -> tuple[dict[str, torch.Tensor], ...]:
+    """float32 weights of a diverging run, entries about 1e20 (their squares, about 1e40,
+    overflow float32), their initialisation, and the weights before the last update."""
+    generator = torch.Generator().manual_seed(9)
+    shapes = {"layer.weight": (32, 8), "layer.bias": (32,), "head.weight": (1, 32)}
+    initial = {
+        name: torch.randn(*shape, generator=generator, dtype=torch.float64)
+        for name, shape in shapes.items()
+    }
+    previous = {name: 1e20 * value for name, value in initial.items()}
+    params = {name: value * 1.25 for name, value in previous.items()}
+    as_float32 = [{n: v.float() for n, v in d.items()} for d in (params, initial, previous)]
+    return tuple(as_float32)
+
+
+def test_huge_float32_weights_get_finite_norms() -> None:
+    params, initial, previous = diverging_params()
+    assert torch.isinf(torch.linalg.vector_norm(params["layer.weight"]))  # the plain overflow
+    result = measure_norms(params, gradient=params, initial=initial, previous=previous)
+    exact = {name: value.double().norm().item() for name, value in params.items()}
+    assert result.weight_norms == pytest.approx(exact, rel=SINGLE)
+    assert result.gradient_norms == pytest.approx(exact, rel=SINGLE)
+    flat = torch.cat([value.double().flatten() for value in params.values()])
+    assert result.gradient_norm == pytest.approx(flat.norm().item(), rel=SINGLE)
+    drift = torch.cat([(params[n].double() - initial[n].double()).flatten() for n in params])
+    assert result.distance_from_init == pytest.approx(drift.norm().item(), rel=SINGLE)
+    # the update is a quarter of the weights before it, in every layer: never 0 or NaN
+    assert result.update_ratios == pytest.approx(dict.fromkeys(params, 0.25), rel=SINGLE)
+    assert result.spectral is not None
+    assert result.spectral.values == pytest.approx(spectral_norms_exact(params), rel=1e-4)
+    metrics = result.metrics()
+    assert all(math.isfinite(value) for value in metrics.values()), metrics
+    # the single probes agree
+    assert weight_norms(params) == pytest.approx(exact, rel=SINGLE)
+    assert gradient_norm(params) == pytest.approx(flat.norm().item(), rel=SINGLE)
+    assert distance(params, initial) == pytest.approx(drift.norm().item(), rel=SINGLE)
+    assert update_ratios(previous, params) == pytest.approx(result.update_ratios, rel=SINGLE)
+
+
+def test_a_difference_that_overflows_float32_gets_a_finite_norm() -> None:
+    big = torch.full((4,), 3e38)  # finite float32, near the largest (3.4e38)
+    # big - (-big) overflows float32, but its norm 2·3e38·√4 is a finite float64
+    assert distance({"w": big}, {"w": -big}) == pytest.approx(12e38, rel=SINGLE)
+    assert update_ratios({"w": -big}, {"w": big})["w"] == pytest.approx(2.0, rel=SINGLE)
+
+
+def test_ordinary_norms_take_the_fused_path_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unexpected(*_args: object) -> float:
+        raise AssertionError("an ordinary norm was taken again")
+
+    monkeypatch.setattr("dynascope.worker.probes.norms.rescaled_norm", unexpected)
+    params, initial, previous = (random_params(seed, torch.float32) for seed in (10, 11, 12))
+    result = measure_norms(params, gradient=params, initial=initial, previous=previous)
+    assert all(math.isfinite(value) for value in result.metrics().values())
+
+
+def test_update_ratio_is_nan_when_a_norm_is_not_finite() -> None:
+    # NaN: not measurable (recorded as null), not 0.0 and not inf
+    before = {"w": torch.tensor([math.inf, 1.0]), "u": torch.tensor([1.0, 2.0])}
+    after = {"w": torch.tensor([1.0, 1.0]), "u": torch.tensor([math.inf, 2.0])}
+    ratios = update_ratios(before, after)
+    assert math.isnan(ratios["w"]) and math.isnan(ratios["u"])
+    result = measure_norms(after, previous=before, spectral=False)
+    assert result.update_ratios is not None
+    assert math.isnan(result.update_ratios["w"]) and math.isnan(result.update_ratios["u"])
