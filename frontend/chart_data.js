@@ -23,21 +23,92 @@ export function line(s, name, style = {}, extra = {}) {
 export const probes = (ctx) => ctx.run.spec?.probes ?? {};
 export const yType = (log) => (log ? "log" : "linear");
 
-/** Why a chart of ``probe`` is empty: not enabled, not yet measured, or nothing recorded. */
-export function emptyReason(ctx, probe, { atEnd = false, option = null } = {}) {
-  const spec = probes(ctx);
+/** The optimizers with Adam's diagonal preconditioner: the curvature probe measures their
+ * preconditioned sharpness (worker/curvature_probe.py). */
+export const ADAM_FAMILY = new Set(["adam", "adamw"]);
+
+/** How a run that stopped early stopped: "failed at step 12", "diverged at step 40". */
+function stopped(run) {
+  if (run.status === "diverged") return `diverged at step ${run.diverged_step ?? run.step}`;
+  if (run.status === "cancelled") return `was cancelled at step ${run.step}`;
+  return `${run.status} at step ${run.step}`;
+}
+
+/**
+ * Why a run (``ctx``: {run, metrics, unavailable?}) has nothing for a chart of ``probe``
+ * (null: any run records it): {text: a sentence for the run's page, brief: a few words for
+ * the compare page, which groups runs by them}. In order: the chart is for Adam-family
+ * optimizers only (``adam``), it is accuracy and the task is regression (``accuracy``), the
+ * probe or its ``option`` was off, this server cannot serve it, the run has not measured it
+ * yet (``atEnd``: it is measured when the run ends), the run stopped before measuring it.
+ */
+export function whyEmpty(ctx, probe, { atEnd = false, option = null, adam = false, accuracy = false } = {}) {
+  const { run } = ctx;
+  const spec = run.spec?.probes ?? {};
+  const optimizer = run.spec?.optimizer?.name ?? "?";
+  if (adam && !ADAM_FAMILY.has(optimizer)) {
+    return {
+      text: `Not measured: the preconditioned sharpness is for Adam and AdamW; this run used ${optimizer}.`,
+      brief: "not an Adam-family optimizer",
+    };
+  }
+  if (accuracy && series(ctx, "train/loss")) return { text: "No accuracy: this run's task is regression.", brief: "regression task" };
   if (probe && probe !== "norms" && (spec[probe] === null || spec[probe] === undefined)) {
-    return `Not measured: the ${probe.replace("_", " ")} probe was not enabled for this run (probes.${probe}).`;
+    return {
+      text: `Not measured: the ${probe.replace("_", " ")} probe was not enabled for this run (probes.${probe}).`,
+      brief: `probes.${probe} off`,
+    };
   }
-  if (probe === "norms" && spec.norms === false) return "Not measured: probes.norms was off for this run.";
+  if (probe === "norms" && spec.norms === false) return { text: "Not measured: probes.norms was off for this run.", brief: "probes.norms off" };
   if (option && spec[probe] && spec[probe][option] === false) {
-    return `Not measured: probes.${probe}.${option} was off for this run.`;
+    return { text: `Not measured: probes.${probe}.${option} was off for this run.`, brief: `probes.${probe}.${option} off` };
   }
-  if (ctx.unavailable?.[probe]) return ctx.unavailable[probe];
-  if (ACTIVE.has(ctx.run.status)) {
-    return atEnd ? "Computed at the end of the run; waiting for the run to finish." : "No measurement yet; waiting for the first probe step.";
+  if (ctx.unavailable?.[probe]) return { text: ctx.unavailable[probe], brief: "not available on this server" };
+  if (ACTIVE.has(run.status)) {
+    const state = run.status === "queued" ? "queued" : "still running";
+    return atEnd
+      ? { text: "Computed at the end of the run; waiting for the run to finish.", brief: `${state}; measured when it ends` }
+      : { text: "No measurement yet; waiting for the first probe step.", brief: state };
   }
-  return `Nothing was recorded for this chart (the run is ${ctx.run.status}${ctx.run.error ? ": see its error above" : ""}).`;
+  if (run.status === "completed") {
+    return { text: "Nothing was recorded for this chart, although the run completed.", brief: "nothing recorded" };
+  }
+  return {
+    text: `Nothing was recorded for this chart: the run ${stopped(run)}, before measuring it${run.error ? " (see its error above)" : ""}.`,
+    brief: `${run.status} before it was measured`,
+  };
+}
+
+/** Why a chart of ``probe`` is empty on a run's page (see ``whyEmpty``). */
+export function emptyReason(ctx, probe, options = {}) {
+  return whyEmpty(ctx, probe, options).text;
+}
+
+const HESSIAN = { name: "Hessian", symbol: "H", what: "the loss Hessian", products: "Hessian-vector products" };
+const GGN = { name: "GGN", symbol: "G", what: "the generalised Gauss–Newton matrix G (GGN) of the loss", products: "GGN-vector products" };
+
+/** The curvature matrix that runs with these specs measured (probes.hessian.matrix):
+ * {name: "Hessian", "GGN" or, when they differ, "Hessian or GGN"; symbol ("H", "G", "H or
+ * G"); symbols: each one's; what: in words; products: its matrix-vector products; mixed:
+ * whether they differ}. */
+export function curvatureMatrix(specs) {
+  const used = new Set(specs.map((spec) => spec?.probes?.hessian?.matrix).filter(Boolean));
+  if (used.size > 1) {
+    return {
+      name: "Hessian or GGN", symbol: "H or G", symbols: ["H", "G"], mixed: true, products: "Hessian- or GGN-vector products",
+      what: "the loss Hessian (for the GGN runs, the generalised Gauss–Newton matrix G)",
+    };
+  }
+  const matrix = used.has("ggn") ? GGN : HESSIAN;
+  return { ...matrix, symbols: [matrix.symbol], mixed: false };
+}
+
+/** Title, caption and source of a chart about the curvature matrix, worded by
+ * ``words(matrix)`` → {title?, caption?, source?}: for the Hessian until the runs are known
+ * (``specsOf(ctx)``), then for the matrix they used (``heading``, see chart_mount.js).
+ * Spread into the chart's definition. */
+export function curvatureWording(words, specsOf) {
+  return { ...words(curvatureMatrix([])), heading: (ctx) => words(curvatureMatrix(specsOf(ctx))) };
 }
 
 export function divergedMarker(ctx) {

@@ -1,5 +1,6 @@
 // Mount chart definitions (charts.js, compare_charts.js) as panels, and draw them from a
-// context: each panel keeps its own settings (log axes, selections) and redraws alone.
+// context: each panel keeps its own settings (log axes, selections) and redraws alone; a
+// definition's heading(ctx), if it has one, retitles its panel for the runs drawn.
 import { Panel } from "./plotting.js";
 
 const TOGGLES = { logY: "log y", logZ: "log colour" };
@@ -14,6 +15,7 @@ export function mountChart(def, { onRetry, prepare } = {}) {
     def, panel, settings,
     async draw(ctx) {
       context = ctx;
+      if (def.heading) panel.setHeading(def.heading(ctx));
       const failed = (def.needs ?? []).find((source) => ctx.errors?.[source]);
       if (failed) {
         panel.setError(`Could not load the ${failed}: ${ctx.errors[failed]}.`, onRetry);

@@ -1,16 +1,20 @@
 // The charts of one run. Each: id, group, title, a one-line caption (what it shows) and
 // source (where the method comes from), the data it needs, its settings, and build(ctx, s)
-// → {traces, layout} or {empty: "why there is nothing to draw"}.
+// → {traces, layout, note?} or {empty: "why there is nothing to draw"}; the curvature charts
+// also a heading(ctx) that words them for the run's matrix (Hessian or GGN).
 //
 // ctx: {run, metrics: {key: {steps, values}}, spectra: {kind: [{step, values, meta}]},
 //       landscapes: [...] | null, trajectory: {...} | null, unavailable: {source: reason}}
 import {
-  curvaturePrefix, densityHeatmap, divergedMarker, emptyReason, entriesOf, indexLines, keysWith,
-  line, perLayer, series, thresholdLabel, yType,
+  ADAM_FAMILY, curvatureMatrix, curvaturePrefix, curvatureWording, densityHeatmap, divergedMarker,
+  emptyReason, entriesOf, indexLines, keysWith, line, perLayer, series, thresholdLabel, yType,
 } from "./chart_data.js";
 import { ACTIVE } from "./format.js";
 import { landscapeCharts } from "./landscape_charts.js";
 import { SERIES } from "./plotting.js";
+
+/** The run's spec, for the curvature charts' wording (none before the run is read). */
+const specsOf = (ctx) => (ctx.run ? [ctx.run.spec] : []);
 
 export const GROUPS = [
   "Loss and accuracy", "Weights and gradients", "Curvature", "Jacobian and NTK",
@@ -41,10 +45,8 @@ export const CHARTS = [
     build(ctx) {
       const traces = [["train/accuracy", "train (probe batch)", SERIES[0]], ["test/accuracy", "held-out", SERIES[1]]]
         .filter(([key]) => series(ctx, key)).map(([key, name, color]) => line(series(ctx, key), name, { color, width: 2 }));
-      if (!traces.length) {
-        return { empty: series(ctx, "train/loss") ? "No accuracy: this run's task is regression." : emptyReason(ctx, null) };
-      }
-      return { traces, layout: { yaxis: { title: { text: "accuracy" }, tickformat: ".0%" }, ...divergedMarker(ctx) } };
+      if (!traces.length) return { empty: emptyReason(ctx, null, { accuracy: true }) };
+      return { traces, layout: { yaxis: { title: { text: "accuracy" }, tickformat: ".0%", hoverformat: ".1%" }, ...divergedMarker(ctx) } };
     },
   },
   {
@@ -90,27 +92,47 @@ export const CHARTS = [
     },
   },
   {
-    id: "sharpness", group: "Curvature", title: "Sharpness: top Hessian eigenvalues", needs: ["metrics"], settings: { logY: false },
-    caption: "Largest eigenvalues of the loss Hessian on the probe batch, with the stability threshold of the optimiser dashed (for Adam: λ₁ of the preconditioned Hessian against its own threshold).",
-    source: "Lanczos on Hessian-vector products; Cohen et al. 2021 (edge of stability), 2022 (adaptive).",
+    id: "sharpness", group: "Curvature", needs: ["metrics"], settings: { logY: false },
+    ...curvatureWording(({ name, what, products }) => ({
+      title: `Sharpness: top ${name} eigenvalues`,
+      caption: `Largest eigenvalues of ${what} on the probe batch, with the stability threshold of the optimiser dashed (Adam's is on the preconditioned sharpness, the next chart).`,
+      source: `Lanczos on ${products}; Cohen et al. 2021 (edge of stability).`,
+    }), specsOf),
     build(ctx, s) {
       const prefix = curvaturePrefix(ctx);
       const tops = keysWith(ctx, `${prefix}/top_`).sort((a, b) => Number(a.split("_").at(-1)) - Number(b.split("_").at(-1)));
       const traces = tops.map((key, i) => line(series(ctx, key), `λ${i + 1}${prefix === "ggn" ? " (GGN)" : ""}`, { color: SERIES[i % SERIES.length], width: i === 0 ? 2.2 : 1.2 }));
+      if (!traces.length) return { empty: emptyReason(ctx, "hessian") };
       const threshold = series(ctx, `${prefix}/threshold`);
       if (threshold) traces.push(line(threshold, thresholdLabel(ctx.run.spec), { color: "#c62828", dash: "dash", width: 1.5 }, { mode: "lines" }));
-      const pre = series(ctx, "hessian/preconditioned_top_1");
-      if (pre) traces.push(line(pre, "λ₁(P⁻¹H)", { color: "#6a3d9a", width: 2 }));
-      const preThreshold = series(ctx, "hessian/preconditioned_threshold");
-      if (preThreshold) traces.push(line(preThreshold, "(2+2β₁)/((1−β₁)·lr)", { color: "#6a3d9a", dash: "dash", width: 1.5 }, { mode: "lines" }));
-      if (!traces.length) return { empty: emptyReason(ctx, "hessian") };
-      return { traces, layout: { yaxis: { type: yType(s.logY), title: { text: "eigenvalue" } }, ...divergedMarker(ctx) } };
+      const note = !threshold && ADAM_FAMILY.has(ctx.run.spec?.optimizer?.name)
+        ? "Adam has no stability threshold on this sharpness: its threshold is on the preconditioned sharpness (next chart)." : "";
+      return { traces, note, layout: { yaxis: { type: yType(s.logY), title: { text: "eigenvalue" } }, ...divergedMarker(ctx) } };
     },
   },
   {
-    id: "min_eigenvalue", group: "Curvature", title: "Smallest Hessian eigenvalue", needs: ["metrics"],
-    caption: "The most negative eigenvalue of the loss Hessian on the probe batch: the non-convexity training sees (zero dotted).",
-    source: "Lanczos on Hessian-vector products, smallest end.",
+    id: "preconditioned", group: "Curvature", title: "Preconditioned sharpness (Adam)", needs: ["metrics"], settings: { logY: true },
+    ...curvatureWording(({ symbol, what, products }) => ({
+      caption: `λ₁ of P⁻¹${symbol}, ${what} preconditioned by Adam's P = diag(√v̂ + ε), with its stability threshold (2+2β₁)/((1−β₁)·lr) dashed.`,
+      source: `Lanczos on preconditioned ${products}; Cohen et al. 2022 (adaptive gradient methods at the edge of stability).`,
+    }), specsOf),
+    build(ctx, s) {
+      const pre = series(ctx, "hessian/preconditioned_top_1");
+      if (!pre) return { empty: emptyReason(ctx, "hessian", { adam: true }) };
+      const { symbol } = curvatureMatrix([ctx.run.spec]);
+      const traces = [line(pre, `λ₁(P⁻¹${symbol})`, { color: "#6a3d9a", width: 2 })];
+      const threshold = series(ctx, "hessian/preconditioned_threshold");
+      if (threshold) traces.push(line(threshold, "(2+2β₁)/((1−β₁)·lr)", { color: "#c62828", dash: "dash", width: 1.5 }, { mode: "lines" }));
+      return { traces, layout: { yaxis: { type: yType(s.logY), title: { text: `λ₁(P⁻¹${symbol})` } }, ...divergedMarker(ctx) } };
+    },
+  },
+  {
+    id: "min_eigenvalue", group: "Curvature", needs: ["metrics"],
+    ...curvatureWording(({ name, what, products }) => ({
+      title: `Smallest ${name} eigenvalue`,
+      caption: `The most negative eigenvalue of ${what} on the probe batch: the non-convexity training sees (zero dotted).`,
+      source: `Lanczos on ${products}, smallest end.`,
+    }), specsOf),
     build(ctx) {
       const m = series(ctx, "hessian/min");
       if (!m) return { empty: emptyReason(ctx, "hessian", { option: "min_eigenvalue" }) };
@@ -122,8 +144,11 @@ export const CHARTS = [
     },
   },
   {
-    id: "trace", group: "Curvature", title: "Hessian trace", needs: ["metrics", "spectra"],
-    caption: "Estimate of the trace of the loss Hessian on the probe batch, with a band of ±2 standard errors.",
+    id: "trace", group: "Curvature", needs: ["metrics", "spectra"],
+    ...curvatureWording(({ name, what }) => ({
+      title: `${name} trace`,
+      caption: `Estimate of the trace of ${what} on the probe batch, with a band of ±2 standard errors.`,
+    }), specsOf),
     source: "Hutch++ with Rademacher probes (Meyer et al. 2021); HAWQ-V2 uses the trace as layer sensitivity.",
     build(ctx) {
       const found = entriesOf(ctx, ["hessian_trace", "ggn_trace"]);
@@ -151,13 +176,16 @@ export const CHARTS = [
           { type: "scatter", mode: "lines", x: steps, y: lower, line: { width: 0 }, fill: "tonexty", fillcolor: "rgba(31,119,180,0.2)", name: "±2 SE", hoverinfo: "skip" },
           { type: "scatter", mode: steps.length <= 60 ? "lines+markers" : "lines", x: steps, y: trace, name: "trace", line: { color: SERIES[0], width: 2 }, marker: { size: 4 } },
         ],
-        layout: { yaxis: { title: { text: "tr H" } }, ...divergedMarker(ctx) },
+        layout: { yaxis: { title: { text: `tr ${curvatureMatrix([ctx.run.spec]).symbol}` } }, ...divergedMarker(ctx) },
       };
     },
   },
   {
-    id: "density", group: "Curvature", title: "Hessian spectral density over steps", needs: ["spectra"], settings: { logZ: true }, wide: true,
-    caption: "Eigenvalue density of the loss Hessian (colour) at each probe step; each step's grid is resampled to one common grid.",
+    id: "density", group: "Curvature", needs: ["spectra"], settings: { logZ: true }, wide: true,
+    ...curvatureWording(({ name, what }) => ({
+      title: `${name} spectral density over steps`,
+      caption: `Eigenvalue density of ${what} (colour) at each probe step; each step's grid is resampled to one common grid.`,
+    }), specsOf),
     source: "stochastic Lanczos quadrature with Gaussian broadening (Ghorbani et al. 2019).",
     build(ctx, s) {
       const found = entriesOf(ctx, ["hessian_density", "ggn_density"]);

@@ -76,7 +76,7 @@ export function render(container, { params }) {
     return () => {};
   }
 
-  const status = h("p", { class: "state-message", role: "status" }, `Loading ${ids.length} runs…`);
+  const status = h("p", { class: "state-message", role: "status", id: "compare-status" }, `Loading ${ids.length} runs…`);
   const chips = h("div", { class: "chips", "aria-label": "Compared runs" });
   const legend = h("ul", { class: "legend", "aria-label": "Legend: one colour per run" });
   const specTable = h("div", { class: "table-wrap" });
@@ -122,19 +122,19 @@ export function render(container, { params }) {
     { onRetry: () => load(), prepare: prepareLayer },
   ));
   const drawing = [];
+  const toolbar = h("div", { class: "toolbar" },
+    h("label", {}, "x-axis", xSelect, wallHint),
+    h("label", {}, h("span", {}, "smoothing (EMA) ", smoothOut), smoothInput,
+      h("span", { id: "compare-smooth-hint", class: "visually-hidden" }, "0 is none; raw values stay faint behind the smoothed line")),
+    h("div", {}, logButton));
+  const specBox = h("details", { class: "spec", open: true }, h("summary", {}, "Specs"),
+    h("label", { class: "optional-toggle" }, allBox, "show every field (not only those that differ)"), specTable);
+  const grid = h("div", { class: "chart-grid compare-grid" }, charts.map((c) => c.panel.element));
+  const views = [toolbar, legend, specBox, grid]; // hidden when none of the ids is a run
 
   replace(container,
     h("div", { class: "run-head" }, h("h1", {}, "Compare runs"), chips),
-    addForm,
-    h("div", { class: "toolbar" },
-      h("label", {}, "x-axis", xSelect, wallHint),
-      h("label", {}, h("span", {}, "smoothing (EMA) ", smoothOut), smoothInput,
-        h("span", { id: "compare-smooth-hint", class: "visually-hidden" }, "0 is none; raw values stay faint behind the smoothed line")),
-      h("div", {}, logButton)),
-    status, legend,
-    h("details", { class: "spec", open: true }, h("summary", {}, "Specs"),
-      h("label", { class: "optional-toggle" }, allBox, "show every field (not only those that differ)"), specTable),
-    h("div", { class: "chart-grid compare-grid" }, charts.map((c) => c.panel.element)));
+    addForm, toolbar, status, legend, specBox, grid);
 
   const entries = [];
 
@@ -151,10 +151,12 @@ export function render(container, { params }) {
     replace(legend, entries.map((entry) => {
       const flat = flattenSpec(entry.run.spec);
       const text = differing.map((key) => `${short[key]}=${flat[key] ?? "—"}`).join(", ");
+      const badge = statusBadge(entry.run);
+      if (entry.run.error) badge.title = entry.run.error; // why it failed or diverged
       return h("li", { dataset: { runId: entry.run.id } },
         h("span", { class: "swatch", style: `background:${entry.color}${entry.dash !== "solid" ? "; opacity:0.6" : ""}` }),
         h("a", { href: `#/runs/${entry.run.id}` }, runLabel(entry.run)),
-        text ? h("span", {}, text) : null, statusBadge(entry.run));
+        text ? h("span", {}, text) : null, badge);
     }));
   }
 
@@ -165,7 +167,9 @@ export function render(container, { params }) {
     const keys = [...new Set(flats.flatMap((f) => Object.keys(f)))].sort()
       .filter((key) => state.all || differing.has(key));
     if (!keys.length) {
-      replace(specTable, h("p", { class: "state-message" }, "The specs are identical (apart from nothing at all)."));
+      replace(specTable, h("p", { class: "state-message" }, entries.length === 1
+        ? "Only one run: nothing to compare its spec with. Tick “show every field” to see all of it."
+        : "The specs are identical. Tick “show every field” to see them."));
       return;
     }
     replace(specTable, h("table", { class: "spec-table", id: "spec-table" },
@@ -234,17 +238,23 @@ export function render(container, { params }) {
     // The series do not depend on the runs' specs: ask for them at once, beside the runs.
     const early = new Map(ids.map((id) => [id, KEY_GROUPS.map((_, g) => fetchMetrics(id, g))]));
     for (const promise of [...early.values()].flat()) promise.catch(() => {});
-    const runsRequested = ids.map((id) => api.get(`/runs/${id}`).catch((error) => ({ id, error })));
+    // A run object has an ``error`` field of its own (why it failed or diverged): a failed
+    // request is told apart by where it lands, never by that field.
+    const runsRequested = ids.map((id) => api.get(`/runs/${id}`).then((run) => ({ id, run }), (error) => ({ id, error })));
     preferPlotly("cartesian"); // every compare chart is 2-D
     loadPlotly().catch(() => {}); // now: it blocks the page while it starts
-    const [runs, discovery] = await Promise.all([
+    const [requests, firstSeries] = await Promise.all([
       Promise.all(runsRequested),
-      api.get(`/runs/${ids[0]}/metrics?max_points=4`).catch(() => ({ series: {} })),
+      api.get(`/runs/${ids[0]}/metrics?max_points=4`).catch(() => null),
     ]);
     if (disposed) return;
-    const missing = runs.filter((r) => r.error);
     entries.length = 0;
-    runs.filter((r) => !r.error).forEach((run, index) => entries.push({ run, index, ...runStyle(index), metrics: {}, spectra: {}, trajectory: null }));
+    requests.filter((r) => r.run).forEach(({ run }, index) => entries.push({ run, index, ...runStyle(index), metrics: {}, spectra: {}, trajectory: null }));
+    // the layers of the first run there is (the first id may be missing)
+    const discovery = firstSeries ?? (entries.length
+      ? await api.get(`/runs/${entries[0].run.id}/metrics?max_points=4`).catch(() => ({ series: {} }))
+      : { series: {} });
+    if (disposed) return;
     const differing = differingKeys(entries.map((e) => e.run.spec));
     const short = shortKeys(differing);
     for (const entry of entries) {
@@ -258,10 +268,9 @@ export function render(container, { params }) {
     renderChips();
     renderLegend(differing);
     renderSpecTable();
-    status.textContent = missing.length
-      ? `Not found: ${missing.map((r) => `#${r.id}`).join(", ")}. Showing ${entries.length} run${entries.length === 1 ? "" : "s"}.`
-      : `${entries.length} run${entries.length === 1 ? "" : "s"}${differing.length ? `; they differ in ${differing.join(", ")}` : "; their specs are identical"}.`;
-    status.classList.toggle("error", missing.length > 0);
+    status.textContent = statusText(requests.filter((r) => !r.run), differing);
+    status.classList.toggle("error", entries.length < ids.length);
+    for (const view of views) view.hidden = !entries.length;
     if (!entries.length) return;
 
     drawReady(); // what needs no series (the time totals)
@@ -270,6 +279,22 @@ export function render(container, { params }) {
     if (disposed) return;
     document.documentElement.dataset.chartsDrawn = String(performance.now());
     if (entries.some((e) => ACTIVE.has(e.run.status))) followLiveRuns();
+  }
+
+  /** What was compared: the ids that are no runs (``failed`` requests), else how many runs
+   * and how their specs differ. */
+  function statusText(failed, differing) {
+    const named = (list) => list.map((r) => `#${r.id}`).join(", ");
+    const notFound = failed.filter((r) => r.error.status === 404);
+    const unread = failed.filter((r) => r.error.status !== 404);
+    const problems = [
+      notFound.length ? `Not found: ${named(notFound)}.` : "",
+      unread.length ? `Could not load ${named(unread)}: ${unread[0].error.message}.` : "",
+    ].filter(Boolean);
+    const count = `${entries.length} run${entries.length === 1 ? "" : "s"}`;
+    if (problems.length) return [...problems, entries.length ? `Showing ${count}.` : "No runs to compare."].join(" ");
+    if (entries.length === 1) return `${count}; add runs above to compare it with.`;
+    return `${count}${differing.length ? `; they differ in ${differing.join(", ")}` : "; their specs are identical"}.`;
   }
 
   /** Keep running runs live: their status in the legend, their series redrawn. */
@@ -317,6 +342,7 @@ export function render(container, { params }) {
   load().catch((error) => {
     status.classList.add("error");
     status.textContent = `Could not load the comparison: ${error.message}`;
+    if (!entries.length) for (const view of views) view.hidden = true; // nothing to wait for
   });
   return () => {
     disposed = true;

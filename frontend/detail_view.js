@@ -4,7 +4,7 @@ import { api, follow } from "./api.js";
 import { mountChart } from "./chart_mount.js";
 import { CHARTS, GROUPS } from "./charts.js";
 import { h, replace } from "./dom.js";
-import { ACTIVE, duration, keyHyperparameters, progressBar, statusBadge, when } from "./format.js";
+import { ACTIVE, duration, keyHyperparameters, progressBar, sentence, statusBadge, when } from "./format.js";
 import { loadPlotly, pointsFor, preferPlotly, webglAvailable } from "./plotting.js";
 
 const REDRAW_EVERY_MS = 2500;
@@ -69,11 +69,11 @@ export function render(container, { id }) {
     let problem = null;
     if (run.status === "diverged") {
       problem = h("div", { class: "banner error", role: "alert", id: "run-error" },
-        h("strong", {}, `Diverged at step ${run.diverged_step ?? run.step}. `), run.error ?? "",
-        " Everything before that step is kept; the charts mark the step.");
+        h("strong", {}, `Diverged at step ${run.diverged_step ?? run.step}. `), run.error ? `${sentence(run.error)} ` : "",
+        "Everything before that step is kept; the charts mark the step.");
     } else if (run.status === "failed") {
       problem = h("div", { class: "banner error", role: "alert", id: "run-error" },
-        h("strong", {}, `Failed at step ${run.step} of ${run.steps}. `), run.error ?? "no error message was recorded.");
+        h("strong", {}, `Failed at step ${run.step} of ${run.steps}. `), sentence(run.error ?? "no error message was recorded"));
     } else if (run.status === "cancelled") {
       problem = h("div", { class: "banner", role: "status" }, `Cancelled at step ${run.step} of ${run.steps}.`);
     }

@@ -28,13 +28,24 @@ export function duration(seconds) {
   return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")} min`;
 }
 
+/** When ``iso`` was, briefly: the time for today, else the date and time ("Mar 7, 09:30";
+ * the year too when it is not this year's). */
 export function when(iso) {
   if (!iso) return "—";
   const date = new Date(iso);
-  const today = new Date().toDateString() === date.toDateString();
-  return today
-    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })
-    : date.toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+  const now = new Date();
+  const time = { hour: "2-digit", minute: "2-digit" };
+  if (now.toDateString() === date.toDateString()) return date.toLocaleTimeString([], time);
+  const year = date.getFullYear() === now.getFullYear() ? undefined : "numeric";
+  return date.toLocaleString([], { day: "numeric", month: "short", year, ...time });
+}
+
+/** ``text`` as a sentence of its own: capitalised, ending in a full stop. */
+export function sentence(text) {
+  const trimmed = String(text ?? "").trim();
+  if (!trimmed) return "";
+  const capitalised = trimmed[0].toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(capitalised) ? capitalised : `${capitalised}.`;
 }
 
 export function statusBadge(run) {
@@ -55,6 +66,9 @@ export function runLabel(run) {
   return run.name ? `#${run.id} ${run.name}` : `#${run.id}`;
 }
 
+/** Optimizers whose every step uses the whole training set: their data.batch_size is unused. */
+const FULL_BATCH = new Set(["gd"]);
+
 /** The hyperparameters that say what a run is, in a few words per part. */
 export function keyHyperparameters(spec) {
   const model = spec.model ?? {};
@@ -73,9 +87,10 @@ export function keyHyperparameters(spec) {
     optimizer.weight_decay ? `wd ${num(optimizer.weight_decay)}` : "",
     optimizer.schedule && optimizer.schedule.name !== "constant" ? optimizer.schedule.name : "",
   ].filter(Boolean).join(" ");
+  const batch = FULL_BATCH.has(optimizer.name) ? "full batch" : `bs ${data.batch_size ?? "?"}`;
   return {
     model: modelText,
-    data: `${data.name ?? "?"} · bs ${data.batch_size ?? "?"}`,
+    data: `${data.name ?? "?"} · ${batch}`,
     optimizer: optimizerText,
     seed: spec.seed,
   };

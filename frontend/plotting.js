@@ -134,14 +134,24 @@ export class Panel {
     this.plot = h("div", { class: "plot", role: "img", "aria-label": title });
     this.message = h("p", { class: "state-message", role: "status" }, "Loading…");
     this.note = h("p", { class: "caption note" });
+    this.title = h("h3", { id: `chart-${id}-title` }, title);
+    this.caption = h("span", {}, caption);
+    this.source = h("span", { class: "source" }, source ? `Method: ${source}` : "");
     this.element = h("section", {
       class: `panel${wide ? " wide" : ""}${tall ? " tall" : ""}`,
       dataset: { chart: id, state: "loading" },
       "aria-labelledby": `chart-${id}-title`,
     },
-    h("header", {}, h("h3", { id: `chart-${id}-title` }, title), this.controls),
-    h("p", { class: "caption" }, caption, source ? " " : "", source ? h("span", { class: "source" }, `Method: ${source}`) : null),
+    h("header", {}, this.title, this.controls),
+    h("p", { class: "caption" }, this.caption, source ? " " : "", source ? this.source : null),
     this.note, this.plot, this.message);
+  }
+
+  /** Reword the panel for what its data turned out to be (e.g. GGN rather than Hessian). */
+  setHeading({ title, caption, source } = {}) {
+    const texts = [[this.title, title], [this.caption, caption], [this.source, source && `Method: ${source}`]];
+    for (const [element, text] of texts) if (text && element.textContent !== text) element.textContent = text;
+    this.plot.setAttribute("aria-label", this.title.textContent);
   }
 
   /** A second line under the caption (e.g. which runs lack this chart's data). */

@@ -184,7 +184,7 @@ export function render(container, { params }) {
         updateSelectionUi();
       } });
       tr = h("tr", { dataset: { runId: run.id } }, h("td", {}, checkbox), h("td", { class: "num" }, run.id),
-        h("td", {}, h("a", { href: `#/runs/${run.id}` }, run.name || `run ${run.id}`)),
+        h("td", { class: "name" }, h("a", { href: `#/runs/${run.id}` }, run.name || `run ${run.id}`)),
         ...Array.from({ length: COLUMNS.length - 3 }, () => h("td")));
       if (flash?.runId === run.id) tr.classList.add("flash");
       rows.set(run.id, tr);

@@ -171,21 +171,55 @@ def test_detail_follows_a_running_run_live(page, dashboard):
     assert any(url.endswith(f"/api/v1/runs/{run_id}/events") for url in page.requests)
 
 
-def test_failed_or_diverged_run_shows_its_error_and_step(page, dashboard):
+@pytest.fixture(scope="module")
+def diverged_run(dashboard) -> dict[str, Any]:
+    """A run that diverged (its ``error`` says why), with the curvature probe on."""
     spec = small_spec(
         name="diverging",
         model={"name": "mlp", "widths": [32], "activation": "relu"},
         data={"name": "teacher_student", "n_samples": 500, "dim": 8, "batch_size": 64},
         optimizer={"name": "sgd", "lr": 3.0},
         steps=200,
-        probes={"every": 10, "batch_size": 128},
+        probes={"every": 10, "batch_size": 128, "hessian": {"top_k": 1}},
     )
     run = wait_for_run(dashboard, submit(dashboard, spec))
-    assert run["status"] == "diverged"
+    assert run["status"] == "diverged" and run["error"], run
+    return run
+
+
+@pytest.fixture(scope="module")
+def curvature_runs(dashboard) -> dict[str, int]:
+    """Finished runs with the curvature probe and only its top eigenvalue (SGD, Adam), and
+    one on the Gauss-Newton matrix with its trace and density."""
+    probes = {"every": 10, "batch_size": 128}
+    specs = {
+        "sgd": small_spec(name="sgd-hessian", steps=30, probes=probes | {"hessian": {}}),
+        "adam": small_spec(
+            name="adam-hessian",
+            steps=30,
+            optimizer={"name": "adam", "lr": 0.003},
+            probes=probes | {"hessian": {}},
+        ),
+        "ggn": small_spec(
+            name="ggn",
+            steps=30,
+            probes=probes | {"hessian": {"matrix": "ggn", "trace": True, "density": True}},
+        ),
+    }
+    ids = {name: submit(dashboard, spec) for name, spec in specs.items()}
+    for run_id in ids.values():
+        assert wait_for_run(dashboard, run_id)["status"] == "completed"
+    return ids
+
+
+def test_failed_or_diverged_run_shows_its_error_and_step(page, diverged_run):
+    run = diverged_run
     page.goto(f"/#/runs/{run['id']}")
     banner = page.locator("#run-error")
     expect(banner).to_contain_text(f"Diverged at step {run['diverged_step']}")
     expect(banner).to_contain_text("non-finite")
+    # the server's message is a sentence of its own: capitalised, with its full stop
+    expect(banner).to_contain_text(re.compile(r"\. The loss became non-finite at step \d+\. Every"))
     page.wait_for_selector("html[data-charts-drawn]", timeout=30_000)
     loss = page.evaluate(
         "() => document.querySelector('[data-chart=loss] .plot').layout.shapes.map((s) => s.x0)"
@@ -240,6 +274,193 @@ def test_compare_two_runs(page, two_runs, screenshots):
     page.wait_for_selector("html[data-charts-drawn]", timeout=30_000)
     assert page.locator("#compare-x").input_value() == "wall"
     assert page.locator("#compare-smooth").input_value() == "0.8"
+
+
+def _chart(page: Any, chart: str) -> dict[str, Any]:
+    """A chart's title, note, state and message, and what its plot holds."""
+    return page.evaluate(
+        """(chart) => {
+          const el = document.querySelector(`[data-chart="${chart}"]`);
+          const plot = el.querySelector(".plot");
+          return {
+            title: el.querySelector("h3").textContent,
+            caption: el.querySelector(".caption").textContent,
+            note: el.querySelector(".note").hidden ? "" : el.querySelector(".note").textContent,
+            state: el.dataset.state, message: el.querySelector(".state-message").textContent,
+            names: (plot.data ?? []).map((t) => t.name ?? ""),
+            lastX: (plot.data ?? []).map((t) => t.x.at(-1)),
+            yTitle: plot.layout?.yaxis?.title?.text ?? null,
+            yRange: plot._fullLayout?.yaxis?.range ?? null,
+            yType: plot._fullLayout?.yaxis?.type ?? null,
+            tickformat: plot.layout?.yaxis?.tickformat ?? null,
+          };
+        }""",
+        chart,
+    )
+
+
+def _goto_charts(page: Any, url: str) -> None:
+    """Open ``url`` (maybe only a new hash) and wait until its charts are drawn."""
+    page.evaluate("delete document.documentElement.dataset.chartsDrawn")
+    page.goto(url)
+    page.wait_for_selector("html[data-charts-drawn]", timeout=30_000)
+
+
+def test_compare_shows_diverged_runs_and_names_only_missing_ids(
+    page, diverged_run, two_runs, screenshots
+):
+    """A run whose ``error`` field holds its divergence message is a run, not a failed
+    request: it is compared with its data up to where it stopped."""
+    bad, (low, _), missing = diverged_run["id"], two_runs, 999_999
+    _goto_charts(page, f"/#/compare?ids={bad},{low},{missing}")
+    status = page.locator("#view > [role=status]")
+    expect(status).to_have_text(f"Not found: #{missing}. Showing 2 runs.")
+    legend = page.locator(".legend li")
+    expect(legend).to_have_count(2)
+    expect(legend.filter(has=page.locator(f'a[href="#/runs/{bad}"]'))).to_contain_text("diverged")
+    page.screenshot(path=screenshots / "compare-diverged.png", full_page=True)
+    loss = _chart(page, "batch_loss")
+    assert loss["state"] == "drawn" and len(loss["names"]) == 2, loss
+    stopped = dict(zip(loss["names"], loss["lastX"], strict=True))
+    assert [x for name, x in stopped.items() if name.startswith(f"#{bad}")] == [
+        diverged_run["diverged_step"]
+    ], stopped
+    sharpness = _chart(page, "sharpness")  # measured at step 0, before it diverged
+    assert any(name.startswith(f"#{bad}") for name in sharpness["names"]), sharpness
+    assert sharpness["note"] == f"Not recorded by #{low} (probes.hessian off).", sharpness
+
+    # one run alone: drawn, and the spec box says there is nothing to compare it with
+    _goto_charts(page, f"/#/compare?ids={bad}")
+    expect(legend).to_have_count(1)
+    expect(status).to_have_text("1 run; add runs above to compare it with.")
+    assert _chart(page, "batch_loss")["state"] == "drawn"
+    spec = page.locator("details.spec")
+    expect(spec).to_contain_text("Only one run: nothing to compare its spec with.")
+    expect(spec).not_to_contain_text("apart from")
+
+    # only missing ids: said so, and no chart waits forever
+    page.goto("/#/compare?ids=999998,999999")
+    expect(status).to_have_text("Not found: #999998, #999999. No runs to compare.")
+    expect(page.locator("[data-chart]:visible")).to_have_count(0)
+    expect(page.locator("details.spec")).to_be_hidden()
+
+
+def test_compare_says_why_each_run_lacks_a_curve(
+    page, curvature_runs, two_runs, diverged_run, screenshots
+):
+    """Each run missing from a chart is named with its own reason, runs grouped by reason."""
+    sgd, adam, ggn = curvature_runs["sgd"], curvature_runs["adam"], curvature_runs["ggn"]
+    low, bad = two_runs[0], diverged_run["id"]
+
+    def before_its_first_probe(route):  # as if it had diverged before measuring curvature
+        body = route.fetch().json()
+        body["series"] = {k: v for k, v in body["series"].items() if not k.startswith("hessian/")}
+        route.fulfill(json=body)
+
+    page.route(f"**/api/v1/runs/{bad}/metrics?*", before_its_first_probe)
+    _goto_charts(page, f"/#/compare?ids={sgd},{adam},{ggn},{low},{bad}")
+    page.screenshot(path=screenshots / "compare-reasons.png", full_page=True)
+    names = ("min_eigenvalue", "trace", "preconditioned", "sharpness")
+    charts = {name: _chart(page, name) for name in names}
+    assert charts["min_eigenvalue"]["state"] == "empty", charts["min_eigenvalue"]
+    assert charts["min_eigenvalue"]["message"] == (
+        f"None of the selected runs recorded this: #{sgd}, #{adam}, #{ggn}, #{bad}"
+        f" (probes.hessian.min_eigenvalue off); #{low} (probes.hessian off)."
+    )
+    assert charts["trace"]["state"] == "drawn"  # the GGN run's
+    assert charts["trace"]["note"] == (
+        f"Not recorded by #{sgd}, #{adam}, #{bad} (probes.hessian.trace off);"
+        f" #{low} (probes.hessian off)."
+    )
+    assert charts["preconditioned"]["state"] == "drawn"  # the Adam run's
+    assert charts["preconditioned"]["note"] == (
+        f"Not recorded by #{sgd}, #{ggn}, #{low}, #{bad} (not an Adam-family optimizer)."
+    )
+    assert charts["sharpness"]["note"] == (
+        f"Not recorded by #{low} (probes.hessian off); #{bad} (diverged before it was measured)."
+    )
+    # accuracy in percent, as on the run pages
+    assert _chart(page, "test_accuracy")["tickformat"] == ".0%"
+
+
+def test_ggn_runs_are_labelled_by_their_matrix(page, curvature_runs, screenshots):
+    sgd, ggn = curvature_runs["sgd"], curvature_runs["ggn"]
+    _goto_charts(page, f"/#/runs/{ggn}")
+    page.locator('[data-group="Curvature"]').screenshot(path=screenshots / "ggn-curvature.png")
+    names = ("sharpness", "min_eigenvalue", "trace", "density")
+    charts = {name: _chart(page, name) for name in names}
+    for name, chart in charts.items():
+        assert "GGN" in chart["title"] and "Hessian" not in chart["title"], (name, chart)
+        assert "Gauss–Newton" in chart["caption"], (name, chart)
+    assert charts["trace"]["state"] == charts["density"]["state"] == "drawn"
+    assert charts["trace"]["yTitle"] == "tr G"
+
+    _goto_charts(page, f"/#/compare?ids={ggn}")
+    assert _chart(page, "trace")["title"] == "GGN trace"
+    assert _chart(page, "min_eigenvalue")["title"] == "Smallest GGN eigenvalue"
+    _goto_charts(page, f"/#/compare?ids={sgd},{ggn}")
+    assert _chart(page, "trace")["title"] == "Hessian or GGN trace"
+    assert _chart(page, "min_eigenvalue")["title"] == "Smallest Hessian or GGN eigenvalue"
+    _goto_charts(page, f"/#/runs/{sgd}")
+    assert _chart(page, "trace")["title"] == "Hessian trace"
+
+
+def test_adam_sharpness_and_preconditioned_sharpness_each_on_their_own_axis(
+    page, curvature_runs, screenshots
+):
+    _goto_charts(page, f"/#/runs/{curvature_runs['adam']}")
+    page.locator('[data-group="Curvature"]').screenshot(path=screenshots / "adam-curvature.png")
+    raw, pre = _chart(page, "sharpness"), _chart(page, "preconditioned")
+    assert raw["state"] == pre["state"] == "drawn", (raw, pre)
+    assert raw["names"] == ["λ1"], raw  # Adam has no threshold on the raw sharpness
+    assert "preconditioned" in raw["note"], raw
+    assert pre["names"] == ["λ₁(P⁻¹H)", "(2+2β₁)/((1−β₁)·lr)"], pre
+    # each on an axis of its own: raw λ₁ is a few units; the preconditioned one, hundreds,
+    # and its threshold, thousands, on a log axis
+    assert raw["yType"] == "linear" and raw["yRange"][1] < 100, raw
+    assert pre["yType"] == "log" and 10 ** pre["yRange"][1] > 1000, pre
+    _goto_charts(page, f"/#/runs/{curvature_runs['sgd']}")
+    pre = _chart(page, "preconditioned")
+    assert pre["state"] == "empty" and "Adam" in pre["message"], pre
+
+
+def test_runs_table_fits_a_laptop_and_says_full_batch(page, dashboard, screenshots):
+    run_id = submit(
+        dashboard,
+        small_spec(
+            name="full-batch gradient descent with a rather long name",
+            model={"name": "mlp", "widths": [64, 64, 64], "activation": "gelu"},
+            data={"name": "gaussian_mixture", "n_samples": 400, "batch_size": 128},
+            optimizer={"name": "gd", "lr": 0.05, "weight_decay": 0.001,
+                       "schedule": {"name": "cosine"}},
+            steps=20,
+        ),
+    )  # fmt: skip
+    assert wait_for_run(dashboard, run_id)["status"] == "completed"  # no live update follows
+    old = "2024-03-07T09:30:00Z"
+
+    def created_long_ago(route):
+        body = route.fetch().json()
+        for run in body["data"]:
+            if run["id"] == run_id:
+                run["created_at"] = old
+        route.fulfill(json=body)
+
+    page.route("**/api/v1/runs?*", created_long_ago)
+    page.set_viewport_size({"width": 1400, "height": 800})
+    page.goto("/#/runs")
+    row = page.locator(f'#runs-table tr[data-run-id="{run_id}"]')
+    expect(row).to_be_visible()
+    page.screenshot(path=screenshots / "runs-1400.png", full_page=True)
+    widths = page.evaluate(
+        "() => { const t = document.querySelector('#runs-table');"
+        " return [t.scrollWidth, t.parentElement.clientWidth]; }"
+    )
+    assert widths[0] <= widths[1], widths  # Created and Duration are not cut off
+    expect(row.locator("td:nth-child(7)")).to_have_text("gaussian_mixture · full batch")
+    created = row.locator("td:nth-child(13)")
+    expect(created).to_contain_text("2024")
+    expect(created).to_contain_text("Mar")
 
 
 def test_server_422_is_shown_next_to_the_field_it_names(page, dashboard):
