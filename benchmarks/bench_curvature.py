@@ -11,7 +11,7 @@ counted: ``peers.py``. Sections and targets (issue 3): the cost of one Hessian-v
 relative error ≤ 1e-6 against the float64 reference); a sharpness series warm-started from the
 previous probe (≤ 1/4 of PyHessian's products, PyHessian cold); trace coverage of the exact
 trace by ±2·SE (≥ 90%); the spectral density at equal Lanczos steps and probes (≥ 2× faster;
-ours on the operator a run's probe picks for that many products, ``hessian_operator``).
+ours on the double backward a run's probe uses, ``HessianOperator``).
 Ours runs on the batch as the runner hands it to the probes (``Workload.x_ours``: the CNN's
 images channels-last, see ``worker/probes/memory_format.py``); the peers on the batch as their
 users pass it (contiguous), plus one diagnostic density row of hessian-eigenthings handed our
@@ -59,11 +59,7 @@ from torch import Tensor, nn
 from torch.func import grad, jvp
 
 from dynascope.server.schemas.run_spec import HessianProbeSpec
-from dynascope.worker.probes.curvature import (
-    HessianOperator,
-    LinearizedHessianOperator,
-    hessian_operator,
-)
+from dynascope.worker.probes.curvature import HessianOperator, LinearizedHessianOperator
 from dynascope.worker.probes.density import density_grid, gaussian_density, slq_nodes
 from dynascope.worker.probes.lanczos import Criterion, lanczos_top_eigenpairs
 from dynascope.worker.probes.params import call_at, detached_parameters, loss_and_gradient
@@ -461,30 +457,25 @@ def density_runs(
     workload: Workload, ref: Reference, *, steps: int, probes: int, seed: int
 ) -> dict[str, tuple[object, list[float]]]:
     """SLQ with ``steps`` Lanczos steps and ``probes`` probe vectors: ours (nodes and a
-    1000-point Gaussian density) on the operator the run's probe would use for that many
-    products (``hessian_operator``) and, for comparison, on the double-backward
-    ``HessianOperator``; hessian-eigenthings' ``spectral_density`` (the same width and grid
-    size) and PyHessian's ``density`` (nodes only). Three interleaved rounds: (first run, wall
-    seconds per round), ours first."""
+    1000-point Gaussian density) on the ``HessianOperator`` a run's probe uses;
+    hessian-eigenthings' ``spectral_density`` (the same width and grid size) and PyHessian's
+    ``density`` (nodes only). Three interleaved rounds: (first run, wall seconds per round),
+    ours first."""
     sigma = ref.eigenvalues[0] / 100
     m, x, y, x_ours = workload.model, workload.x, workload.y, workload.x_ours
-    products = steps * probes
-    chosen = type(hessian_operator(m, LOSS, x_ours, y, chunk_size=len(x), products=products))
 
-    def ours(operator_type: type[HessianOperator | LinearizedHessianOperator]) -> peers.DensityRun:
+    def ours() -> peers.DensityRun:
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(seed)
-        operator = operator_type(m, LOSS, x_ours, y, chunk_size=len(x))
+        operator = HessianOperator(m, LOSS, x_ours, y, chunk_size=len(x))
         nodes = slq_nodes(operator, lanczos_steps=steps, probes=probes, generator=generator)
         gaussian_density(nodes, density_grid(nodes, 1000, 5 * sigma), sigma)
         seconds = time.perf_counter() - started
         return peers.DensityRun(nodes.values.max().item(), nodes.matvecs, seconds)
 
     runs: dict[str, Callable[[], object]] = {
-        f"ours: slq_nodes + gaussian_density ({chosen.__name__})": lambda: ours(chosen)
+        "ours: slq_nodes + gaussian_density (HessianOperator)": ours
     }
-    if chosen is not HessianOperator:
-        runs["ours, on HessianOperator (diagnostic)"] = lambda: ours(HessianOperator)
     runs["hessian-eigenthings spectral_density"] = lambda: peers.eigenthings_density(
         m, CRITERION, x, y, steps=steps, probes=probes, sigma=sigma, grid_points=1000, seed=seed
     )

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from dynascope.server.schemas.run_spec import HessianProbeSpec, RunSpec
-from dynascope.worker.probes.curvature import CurvatureOperator, GGNOperator, hessian_operator
+from dynascope.worker.probes.curvature import CurvatureOperator, GGNOperator, HessianOperator
 from dynascope.worker.probes.density import density_grid, gaussian_density, slq_nodes
 from dynascope.worker.probes.lanczos import LanczosResult, lanczos_top_eigenpairs
 from dynascope.worker.probes.operators import DiagonalPreconditioned
@@ -120,12 +120,7 @@ class CurvatureProber:
         if self.matrix == "ggn":
             loss = "cross_entropy" if self.task == "classification" else "mean_squared_error"
             return GGNOperator(self.model, inputs, loss=loss, chunk_size=chunk)
-        # the products known in advance (the eigenvalue runs' depend on convergence)
-        products = options.trace_matvecs * options.trace
-        products += options.density_steps * options.density_probes * options.density
-        return hessian_operator(
-            self.model, self.loss_fn, inputs, targets, chunk_size=chunk, products=products
-        )
+        return HessianOperator(self.model, self.loss_fn, inputs, targets, chunk_size=chunk)
 
     def _eigenpairs(
         self,

@@ -10,9 +10,12 @@ space and flattened in the order of the parameter dictionary:
   ``g`` is computed once with ``create_graph=True``, and each product is the gradient of
   ``⟨g, v⟩``, a single extra backward pass through the retained graph.
 * :class:`LinearizedHessianOperator`: the same Hessian by forward-over-reverse products with
-  the forward and backward passes at the point evaluated once (``torch.func.linearize``):
-  cheaper products on convolutional models, at the price of tracing the gradient first
-  (:func:`hessian_operator` picks between the two).
+  the forward and backward passes at the point evaluated once (``torch.func.linearize``),
+  at the price of tracing the gradient first. Its products were the cheaper on
+  convolutional models until the double backward took the forms of :mod:`.second_order`;
+  now they cost as much or more on every CPU model measured, so the probes use
+  :class:`HessianOperator`, and this one stays as the forward-over-reverse alternative
+  (the benchmarks time it; on GPUs it is unmeasured).
 * :class:`GGNOperator`: the generalised Gauss-Newton matrix ``Jᵀ H_out J`` (Schraudolph 2002,
   "Fast curvature matrix-vector products for second-order gradient descent"), positive
   semi-definite for a convex loss.
@@ -41,25 +44,15 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, linearize, vmap
 
-from dynascope.worker.probes.memory_format import is_channels_last
 from dynascope.worker.probes.operators import SymmetricOperator
 from dynascope.worker.probes.params import LossFunction, buffers_of, detached_parameters
-from dynascope.worker.probes.piecewise import second_order_forms
+from dynascope.worker.probes.second_order import second_order_forms
 
 OutputLoss = Literal["cross_entropy", "mean_squared_error"]
 Graph = TypeVar("Graph")
 HessianGraph = tuple[list[Tensor], list[Tensor | None]]
 GGNGraph = tuple[list[Tensor], Tensor, Tensor, list[Tensor | None]]
 LinearizedGradient = Callable[[dict[str, Tensor]], dict[str, Tensor]]
-LINEARIZED_MIN_PRODUCTS = 400  # see hessian_operator
-CONVOLUTIONS = (
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-)
 
 
 class CurvatureOperator(SymmetricOperator, Generic[Graph]):
@@ -119,7 +112,7 @@ class CurvatureOperator(SymmetricOperator, Generic[Graph]):
     def _leaves_and_outputs(self, index: int) -> tuple[list[Tensor], Tensor]:
         """Fresh leaf tensors at the point (sharing its storage) and the chunk's outputs, with
         ReLU and max-pooling in their forms for graphs differentiated twice (same values and
-        first derivatives; no zero second derivatives materialised, see :mod:`.piecewise`)."""
+        first derivatives; no zero second derivatives materialised, see :mod:`.second_order`)."""
         start, stop = self.chunks[index]
         leaves = {name: tensor.detach().requires_grad_() for name, tensor in self.point.items()}
         buffers = buffers_of(self.model, copy=self.model.training)
@@ -229,7 +222,7 @@ class HessianOperator(LossCurvatureOperator[HessianGraph]):
     Per chunk the gradient is computed once with ``create_graph=True`` at leaf copies of the
     parameters, and each product is ``torch.autograd.grad(g, leaves, grad_outputs=v)``, the
     gradient of ``⟨g, v⟩``, through the retained graph; the graph takes ReLU, max-pooling and
-    a first convolution of the images in the forms of :mod:`.piecewise`, whose double backward
+    a first convolution of the images in the forms of :mod:`.second_order`, whose double backward
     skips work PyTorch's would do for nothing (same products). Measured on an MLP
     64-128-128-10, batch 1024, float32 CPU (one thread, medians): a product costs 1.4-1.5
     gradient evaluations with tanh and 1.5-1.6 with ReLU, against 3.5-3.9 for a
@@ -278,20 +271,19 @@ class LinearizedHessianOperator(LossCurvatureOperator[LinearizedGradient]):
     function (one by one where ``vmap`` fails).
 
     Against :class:`HessianOperator` (reverse-over-reverse through the retained graph, with the
-    forms of :mod:`.piecewise`), on CPU in float32 with contiguous images (2 cores, medians of
+    forms of :mod:`.second_order`), on CPU in float32 with contiguous images (2 cores, medians of
     noisy runs): a product on the benchmark's 25k-parameter CNN (3×3 convolutions, ReLU,
-    max-pooling, batch 512) takes 1.0 to 1.1 times as long, on a CNN with batch norm 0.97 and
-    on a small batch-normed ResNet 0.93. (Before those forms, 0.65 to 0.85: PyTorch's double
-    backward of a convolution takes slow routes, and fills zero second derivatives through
-    ReLU and max-pooling, which the linearized product never does.) On MLPs and a small
-    transformer products cost 0.9 to 1. The trace is Python work per operation of the forward
-    and backward passes: 0.13 s for the benchmark's MLP, 0.4 to 1.3 s for CNNs, 1.5 to 4 s for
-    the ResNet and the transformer; so this operator pays only for batch-normed convolutional
-    models and hundreds of products per chunk (see :func:`hessian_operator`), and with
-    several chunks and ``retain_graphs=False`` every product traces again. Block products by
-    ``vmap`` ran at 0.9 to 1.2 times the speed of products one by one on the MLP, CNN and
-    transformer, and at half the speed on the ResNet, hence off by default. Memory: the kept
-    constants, about what a retained graph holds.
+    max-pooling, batch 512) takes 1.0 to 1.1 times as long, on a CNN with batch norm 1.1 and
+    on a small batch-normed ResNet 1.05. (Before those forms, 0.65 to 0.85: PyTorch's double
+    backward of a convolution takes slow routes, fills zero second derivatives through ReLU
+    and max-pooling and runs eval-mode batch norm through its batch-statistics kernels, none
+    of which the linearized product does.) On MLPs and a small transformer products cost 0.9
+    to 1. The trace is Python work per operation of the forward and backward passes: 0.13 s
+    for the benchmark's MLP, 0.4 to 1.3 s for CNNs, 1.5 to 4 s for the ResNet and the
+    transformer; with several chunks and ``retain_graphs=False`` every product traces again.
+    Block products by ``vmap`` ran at 0.9 to 1.2 times the speed of products one by one on the
+    MLP, CNN and transformer, and at half the speed on the ResNet, hence off by default.
+    Memory: the kept constants, about what a retained graph holds.
 
     The model must be in eval mode: the trace would otherwise freeze one draw of dropout and
     update batch-norm statistics while tracing. The products are those at the parameters'
@@ -351,46 +343,6 @@ class LinearizedHessianOperator(LossCurvatureOperator[LinearizedGradient]):
             self.block_products = False
             return None
         return [products[name] for name in self.point]
-
-
-def hessian_operator(
-    model: nn.Module,
-    loss_fn: LossFunction,
-    inputs: Tensor,
-    targets: Tensor,
-    *,
-    chunk_size: int,
-    products: int,
-    params: dict[str, Tensor] | None = None,
-) -> HessianOperator | LinearizedHessianOperator:
-    """The Hessian operator that should take about ``products`` products fastest: a
-    :class:`LinearizedHessianOperator` for a model in eval mode with a convolution, contiguous
-    inputs, a batch of one chunk and at least ``LINEARIZED_MIN_PRODUCTS`` products, else a
-    :class:`HessianOperator` (same matrix; they differ in rounding only).
-
-    On CPU with contiguous images (batch-normed models narrower than 16 channels get those,
-    see :mod:`.memory_format`) the linearized operator's products cost 0.93 of the double
-    backward's on a small batch-normed ResNet and 0.97 on a batch-normed CNN, and its trace as
-    much as 250 and 600 of the savings; on the benchmark's CNN without batch norm they cost
-    more. With channels-last images (what the runner passes on the CPU where it pays) the
-    double backward is the faster of all (33 ms a product on that CNN, against 59 ms
-    linearized on contiguous images, medians under load), with no trace. On MLPs and
-    transformers the linearized products save 10% or less and the trace is not repaid within
-    a probe. Several chunks would each be traced, and traced again per product unless kept,
-    so those stay on the double backward.
-    """
-    convolutional = any(isinstance(m, CONVOLUTIONS) for m in model.modules())
-    if (
-        convolutional
-        and not is_channels_last(inputs)
-        and not model.training
-        and len(inputs) <= chunk_size
-        and products >= LINEARIZED_MIN_PRODUCTS
-    ):
-        return LinearizedHessianOperator(
-            model, loss_fn, inputs, targets, chunk_size=chunk_size, params=params
-        )
-    return HessianOperator(model, loss_fn, inputs, targets, chunk_size=chunk_size, params=params)
 
 
 class GGNOperator(CurvatureOperator[GGNGraph]):

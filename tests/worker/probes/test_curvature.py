@@ -11,11 +11,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, hessian, jacrev
 
 from dynascope.worker.probes.curvature import (
-    LINEARIZED_MIN_PRODUCTS,
     GGNOperator,
     HessianOperator,
     LinearizedHessianOperator,
-    hessian_operator,
 )
 from dynascope.worker.probes.operators import (
     DenseSymmetricOperator,
@@ -421,29 +419,9 @@ def test_linearized_hessian_needs_eval_mode() -> None:
         LinearizedHessianOperator(model, loss_fn, inputs, targets, chunk_size=EXAMPLES)
 
 
-def test_the_linearized_hessian_is_chosen_for_convolutions_and_many_products() -> None:
-    model, loss_fn, inputs, targets, _ = convolutional()
-    options = {"chunk_size": len(inputs)}
-    many = LINEARIZED_MIN_PRODUCTS
-    chosen = hessian_operator(model, loss_fn, inputs, targets, products=many, **options)
-    assert isinstance(chosen, LinearizedHessianOperator) and not chosen.block_products
-    fewer = hessian_operator(model, loss_fn, inputs, targets, products=many - 1, **options)
-    assert type(fewer) is HessianOperator
-    several = hessian_operator(model, loss_fn, inputs, targets, products=many, chunk_size=4)
-    assert type(several) is HessianOperator
-    model.train()
-    training = hessian_operator(model, loss_fn, inputs, targets, products=many, **options)
-    assert type(training) is HessianOperator
-    model, loss_fn, inputs, targets, _ = classifier()
-    model.eval()
-    dense = hessian_operator(model, loss_fn, inputs, targets, products=1000, chunk_size=EXAMPLES)
-    assert type(dense) is HessianOperator
-
-
-def test_channels_last_images_take_the_double_backward_and_give_the_same_hessian() -> None:
+def test_channels_last_images_give_the_same_hessian() -> None:
     case = convolutional()
     model, loss_fn, inputs, targets, _ = case
     images = inputs.contiguous(memory_format=torch.channels_last)
-    chosen = hessian_operator(model, loss_fn, images, targets, products=64, chunk_size=8)
-    assert type(chosen) is HessianOperator
-    assert (chosen.to_dense() - dense_hessian(case)).abs().max().item() < EXACT
+    operator = HessianOperator(model, loss_fn, images, targets, chunk_size=8)
+    assert (operator.to_dense() - dense_hessian(case)).abs().max().item() < EXACT

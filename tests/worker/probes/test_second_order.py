@@ -13,7 +13,7 @@ from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from dynascope.worker.probes.curvature import HessianOperator
-from dynascope.worker.probes.piecewise import second_order_forms
+from dynascope.worker.probes.second_order import second_order_forms
 
 POOLINGS = [
     {"kernel_size": 2},
@@ -52,11 +52,18 @@ def _gradient_and_hessian_products(
     return gradient.detach(), torch.stack(products)
 
 
-def _assert_same_derivatives(function: Callable[[Tensor], Tensor], point: Tensor) -> None:
+def _assert_same_derivatives(
+    function: Callable[[Tensor], Tensor], point: Tensor, *, same_kernels: bool = True
+) -> None:
     """Value, gradient and Hessian-vector products of ``function`` at ``point``, with and
-    without the forms (float64; the products with four random vectors)."""
+    without the forms (float64; the products with four random vectors); the values bit for
+    bit where the forms run PyTorch's own forward kernels."""
     formed = _with_forms(function)
-    assert torch.equal(function(point), formed(point))
+    value, formed_value = function(point), formed(point)
+    if same_kernels:
+        assert torch.equal(value, formed_value)
+    else:
+        assert (value - formed_value).abs().item() <= 1e-13 * value.abs().item()
     vectors = torch.randn(
         4, point.numel(), generator=torch.Generator().manual_seed(5), dtype=point.dtype
     )
@@ -107,6 +114,30 @@ def test_convolutions_keep_values_gradients_and_hessians(
 
     point = torch.randn(sum(sizes), generator=generator, dtype=torch.float64) / 3
     _assert_same_derivatives(loss, point)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_norm_at_running_statistics_keeps_values_gradients_and_hessians(
+    channels_last: bool, affine: bool
+) -> None:
+    """Eval-mode batch norm (non-trivial running statistics) between two convolutions, the
+    convolutions' weights and the norm's scale and shift as the variables."""
+    images = _images(channels_last)
+    generator = torch.Generator().manual_seed(6)
+    mean = torch.randn(4, generator=generator, dtype=torch.float64)
+    var = 0.5 + torch.rand(4, generator=generator, dtype=torch.float64)
+    shapes = [(4, 3, 3, 3), (2, 4, 2, 2)] + ([(4,), (4,)] if affine else [])
+    sizes = [torch.Size(shape).numel() for shape in shapes]
+
+    def loss(flat: Tensor) -> Tensor:
+        pieces = [piece.view(shape) for piece, shape in zip(flat.split(sizes), shapes, strict=True)]
+        scale, shift = (pieces[2], pieces[3]) if affine else (None, None)
+        hidden = F.batch_norm(F.conv2d(images, pieces[0]), mean, var, scale, shift, eps=1e-3)
+        return F.conv2d(torch.tanh(hidden), pieces[1]).square().sum()
+
+    point = torch.randn(sum(sizes), generator=generator, dtype=torch.float64) / 3
+    _assert_same_derivatives(loss, point, same_kernels=False)
 
 
 class _AtenCalls(TorchDispatchMode):
@@ -169,7 +200,7 @@ def test_hessian_products_skip_the_zero_second_derivatives_and_the_images_gradie
 
 def test_other_calls_run_unchanged() -> None:
     """In-place ReLU, pooling with indices, convolutions of unbatched inputs or with padding by
-    name keep PyTorch's operators (and their nodes)."""
+    name, and batch norm on batch statistics keep PyTorch's operators (and their nodes)."""
     images = _images(channels_last=False).requires_grad_()
     weight = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     with second_order_forms():
@@ -178,6 +209,12 @@ def test_other_calls_run_unchanged() -> None:
         unbatched = F.conv2d(images[0], weight, padding=1)
         inplace = F.relu(images.clone(), inplace=True)
         formed = F.conv2d(images, weight, padding=1)
+        batch_statistics = [
+            F.batch_norm(images, images.new_zeros(3), images.new_ones(3), training=True),
+            F.batch_norm(images, None, None, training=True),
+        ]
+    for normed in batch_statistics:
+        assert "BatchNorm" in type(normed.grad_fn).__name__
     assert indices.dtype == torch.int64
     assert "MaxPool2DWithIndicesBackward" in type(pooled.grad_fn).__name__
     for node in (named.grad_fn, unbatched.grad_fn.next_functions[0][0]):
