@@ -89,8 +89,10 @@ class CurvatureProber:
         if options.min_eigenvalue:
             bottom = self._eigenpairs(operator, 1, "smallest", self._bottom, generator)
             self._bottom = bottom.eigenvectors
-            out.metrics["hessian/min"] = bottom.eigenvalues[0].item()
-            out.arrays.append(("hessian_min", bottom.eigenvalues.numpy(), _lanczos_meta(bottom)))
+            out.metrics[f"{self.matrix}/min"] = bottom.eigenvalues[0].item()
+            out.arrays.append(
+                (f"{self.matrix}_min", bottom.eigenvalues.numpy(), _lanczos_meta(bottom))
+            )
         if options.trace:
             trace = hutch_plus_plus_trace(
                 operator, matvecs=options.trace_matvecs, generator=generator
@@ -183,11 +185,10 @@ class CurvatureProber:
         preconditioned = DiagonalPreconditioned(operator, diagonal.to(operator.dtype))
         top = self._eigenpairs(preconditioned, 1, "largest", self._preconditioned, generator)
         self._preconditioned = top.eigenvectors
-        out.metrics["hessian/preconditioned_top_1"] = top.eigenvalues[-1].item()
-        out.metrics["hessian/preconditioned_threshold"] = float(threshold)  # type: ignore[arg-type]
-        out.arrays.append(
-            ("preconditioned_topk", top.eigenvalues.flip(0).numpy(), _lanczos_meta(top, threshold))
-        )
+        out.metrics[f"{self.matrix}/preconditioned_top_1"] = top.eigenvalues[-1].item()
+        out.metrics[f"{self.matrix}/preconditioned_threshold"] = float(threshold)  # type: ignore[arg-type]
+        meta = _lanczos_meta(top, threshold) | {"matrix": self.matrix}
+        out.arrays.append(("preconditioned_topk", top.eigenvalues.flip(0).numpy(), meta))
 
 
 def _adam_preconditioner(optimizer: torch.optim.Optimizer, model: nn.Module) -> Tensor | None:

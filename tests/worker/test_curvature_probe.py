@@ -14,7 +14,7 @@ from dynascope.server.app import create_app
 from dynascope.server.db.session import session_scope
 from dynascope.server.schemas.run_spec import RunSpec
 from dynascope.server.services.arrays import read_arrays
-from dynascope.server.services.metrics import read_series
+from dynascope.server.services.metrics import metric_keys, read_series
 from dynascope.server.services.runs import create_run
 from dynascope.server.services.snapshots import read_snapshot
 from dynascope.worker.registry import build_model, load_dataset, loss_function
@@ -100,6 +100,24 @@ def test_adam_records_its_preconditioned_sharpness(embedded_home):
     assert [a.step for a in arrays["preconditioned_topk"]] == [20, 40]
     assert arrays["preconditioned_topk"][0].meta["threshold"] == pytest.approx(38 / 0.01)
     assert "threshold" not in arrays["hessian_topk"][0].meta  # 2/lr does not apply to Adam
+    assert arrays["preconditioned_topk"][0].meta["matrix"] == "hessian"
+    with session_scope() as session:
+        keys = set(metric_keys(session, run_id))
+    assert {"hessian/preconditioned_top_1", "hessian/preconditioned_threshold"} <= keys
+
+
+def test_adam_with_the_gauss_newton_matrix_keeps_its_keys_under_ggn(embedded_home):
+    spec = SPEC | {
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "probes": {"every": 20, "batch_size": 200, "hessian": {"top_k": 1, "matrix": "ggn"}},
+    }
+    run_id = _run(spec)
+    with session_scope() as session:
+        keys = set(metric_keys(session, run_id))
+        (first, _) = read_arrays(session, run_id, ["preconditioned_topk"])["preconditioned_topk"]
+    assert {"ggn/top_1", "ggn/preconditioned_top_1", "ggn/preconditioned_threshold"} <= keys
+    assert not any(key.startswith("hessian/") for key in keys)
+    assert first.meta["matrix"] == "ggn"
 
 
 def test_spectra_endpoint(embedded_home):
