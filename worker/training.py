@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from dynascope.server.errors import InvalidSpecError
 from dynascope.server.schemas.run_spec import (
     RunSpec,
-    check_minibatch,
+    check_batch_sizes,
     check_training_jacobian_size,
     smallest_fitting_cadence,
     snapshot_count,
@@ -365,7 +365,7 @@ def train(
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
     data = load_dataset(spec.data, data_dir=data_dir)
-    check_minibatch(spec, len(data.x_train), located=False)  # file datasets: known only now
+    check_batch_sizes(spec, len(data.x_train), located=False)  # file datasets: known only now
     model = build_model(spec.model, data).to(device)
     data = images_in_preferred_format(data, model)
     n_params = count_parameters(model)

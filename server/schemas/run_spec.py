@@ -219,20 +219,12 @@ class RunSpec(StrictModel):
 
     def _check_batch_sizes(self) -> None:
         """The probe batch and the minibatch are drawn from the training set, so neither may
-        be larger (when the spec knows the set's size; otherwise the worker checks the
-        minibatch once it has the data: :func:`check_minibatch`). Gradient descent uses the
+        be larger (when the spec knows the set's size; otherwise the worker checks them once it
+        has the data: :func:`check_batch_sizes`). Gradient descent uses the
         whole training set whatever ``data.batch_size`` says."""
         train_size = self.data.train_size()
-        if train_size is None:
-            return
-        if self.probes.batch_size > train_size:
-            raise _error(
-                ("probes", "batch_size"),
-                f"probes.batch_size ({self.probes.batch_size}) is larger than the training "
-                f"set ({train_size} examples)",
-                self.probes.batch_size,
-            )
-        check_minibatch(self, train_size, located=True)
+        if train_size is not None:
+            check_batch_sizes(self, train_size, located=True)
 
     def _check_warmup(self) -> None:
         """A learning-rate warmup must end before the run does."""
@@ -322,11 +314,19 @@ class RunSpec(StrictModel):
             check_snapshots(count, self.steps, trajectory.snapshot_every, bounds, located=True)
 
 
-def check_minibatch(spec: RunSpec, train_size: int, *, located: bool) -> None:
-    """Refuse a ``data.batch_size`` larger than the ``train_size`` training examples (the
-    minibatch is drawn from them; gradient descent, which takes all of them, is exempt): a
-    422 at ``data.batch_size``, or an ``InvalidSpecError`` when the worker finds it once it
-    has read the data files."""
+def check_batch_sizes(spec: RunSpec, train_size: int, *, located: bool) -> None:
+    """Refuse a ``probes.batch_size`` or a ``data.batch_size`` larger than the ``train_size``
+    training examples (both are drawn from them; gradient descent, which takes all of them,
+    is exempt from the second): a 422 at the field, or an ``InvalidSpecError`` when the
+    worker finds it once it has read the data files."""
+    if spec.probes.batch_size > train_size:
+        raise _limit_error(
+            ("probes", "batch_size"),
+            f"probes.batch_size ({spec.probes.batch_size}) is larger than the training set "
+            f"({train_size} examples)",
+            spec.probes.batch_size,
+            located,
+        )
     if isinstance(spec.optimizer, GDSpec) or spec.data.batch_size <= train_size:
         return
     raise _limit_error(

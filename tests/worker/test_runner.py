@@ -180,13 +180,26 @@ def test_failures_are_recorded_with_a_reason(embedded_home, changes, message):
 
 
 @pytest.mark.parametrize(
-    ("optimizer", "outcome"),
-    [({"name": "sgd", "lr": 0.1}, "failed"), ({"name": "gd"}, "completed")],
+    ("optimizer", "batch_sizes", "error"),
+    [
+        (
+            {"name": "sgd", "lr": 0.1},
+            (32, 8),
+            "data.batch_size (32) is larger than the training set (20 ",
+        ),
+        ({"name": "gd", "lr": 0.1}, (32, 8), None),
+        (
+            {"name": "gd", "lr": 0.1},
+            (8, 32),
+            "probes.batch_size (32) is larger than the training set (20 ",
+        ),
+    ],
 )
-def test_a_minibatch_larger_than_a_data_file_fails_the_run(embedded_home, optimizer, outcome):
+def test_batches_larger_than_a_data_file_fail_the_run(embedded_home, optimizer, batch_sizes, error):
     """Only the file tells the size of an npz training set: the worker refuses a larger
-    minibatch (rather than silently training on the full batch); gradient descent takes the
-    whole set whatever the batch size says."""
+    minibatch or probe batch (rather than silently training on the full batch, or probing
+    fewer examples than asked); gradient descent takes the whole set whatever the minibatch
+    size says."""
     import numpy as np
 
     (embedded_home / "data").mkdir(parents=True, exist_ok=True)
@@ -198,20 +211,18 @@ def test_a_minibatch_larger_than_a_data_file_fails_the_run(embedded_home, optimi
         x_test=rng.standard_normal((6, 3)).astype(np.float32),
         y_test=np.arange(6) % 2,
     )
+    minibatch, probe_batch = batch_sizes
     run_id = _submit(
         model={"name": "mlp", "widths": [4]},
-        data={"name": "npz", "file": "small.npz", "batch_size": 32},
+        data={"name": "npz", "file": "small.npz", "batch_size": minibatch},
         optimizer=optimizer,
         steps=5,
-        probes={"every": 5, "batch_size": 8},
+        probes={"every": 5, "batch_size": probe_batch},
     )
-    assert execute_run(run_id) == outcome
+    assert execute_run(run_id) == ("completed" if error is None else "failed")
     with session_scope() as session:
-        error = get_run(session, run_id=run_id).error
-    if outcome == "failed":
-        assert error.startswith("data.batch_size (32) is larger than the training set (20 ")
-    else:
-        assert error is None
+        recorded = get_run(session, run_id=run_id).error
+    assert recorded == error if error is None else recorded.startswith(error)
 
 
 def test_parameter_limit_fails_the_run(embedded_home, monkeypatch):
