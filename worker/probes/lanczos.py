@@ -20,6 +20,7 @@ side by side, their products taken as one block (used by stochastic Lanczos quad
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -280,7 +281,14 @@ def lanczos_top_eigenpairs(
     adjacent ``j`` (where that is positive; else ``eᵢ = rᵢ``). Ritz values of a Krylov space
     interlace the spectrum, so an eigenvalue the space has not yet seen can hide in a gap;
     the random component of every start makes that unlikely, and the same assumption is behind
-    every eigenvalue solver's gap-based estimate. With ``criterion="residual"``, ``eᵢ = rᵢ``:
+    every eigenvalue solver's gap-based estimate. The gap is trusted only once the residual
+    itself is small, ``rᵢ ≤ √tolerance·|θᵢ|`` (else ``eᵢ = rᵢ``): early on, a large residual
+    interval can hold many eigenvalues the space has not resolved, and the gap between Ritz
+    values says nothing about them. (Seen on a spectrum of twenty eigenvalues near −10⁸ beside
+    a bulk in [−1, 2]: after 10 steps the top Ritz value was 0.434 with residual 4.1 and a
+    Ritz gap of order 10⁷, a "bound" of 3·10⁻⁷; with the guard the run goes on to 2.0 in 55
+    steps. On the benchmark's MLP and CNN the guard changes no product count.) With
+    ``criterion="residual"``, ``eᵢ = rᵢ``:
     each eigenvector too is accurate to ``tolerance`` (more products). The run stops when every
     wanted pair has ``eᵢ ≤ tolerance·|θᵢ|`` (each eigenvalue within ``tolerance`` of an
     eigenvalue of ``A``, relatively) or its residual ``rᵢ`` is at rounding level,
@@ -363,7 +371,7 @@ def lanczos_top_eigenpairs(
         residuals = every_residual[chosen]
         errors = residuals
         if criterion == "eigenvalue":
-            errors = _kato_temple(thetas, every_residual, chosen)
+            errors = _kato_temple(thetas, every_residual, chosen, math.sqrt(tolerance))
         floor = ROUNDING_FACTOR * epsilon * thetas.abs().max().item()
         bounds = torch.clamp(tolerance * thetas[chosen].abs(), min=floor)
         # Invariant to within the tolerance: every pair of T passes, whatever it is; look at
@@ -401,11 +409,13 @@ def lanczos_top_eigenpairs(
     )
 
 
-def _kato_temple(thetas: Tensor, residuals: Tensor, chosen: Tensor) -> Tensor:
+def _kato_temple(
+    thetas: Tensor, residuals: Tensor, chosen: Tensor, trust: float = math.inf
+) -> Tensor:
     """For the Ritz values ``thetas[chosen]`` (all of them sorted ascending, with their
     residuals): ``min(r, r²/δ)``, ``δ`` the gap to the adjacent Ritz values less their
-    residuals, where positive (Kato-Temple; see :func:`lanczos_top_eigenpairs`). A lone Ritz
-    value has no gap to go by: ``r``."""
+    residuals, where positive and where ``r ≤ trust·|θ|`` (Kato-Temple; see
+    :func:`lanczos_top_eigenpairs`), else ``r``. A lone Ritz value has no gap to go by: ``r``."""
     if thetas.numel() < 2:
         return residuals[chosen]
     gaps = torch.full_like(thetas, torch.inf)
@@ -414,7 +424,8 @@ def _kato_temple(thetas: Tensor, residuals: Tensor, chosen: Tensor) -> Tensor:
     gaps[1:] = torch.minimum(gaps[1:], below)
     gaps[:-1] = torch.minimum(gaps[:-1], above)
     gap, residual = gaps[chosen], residuals[chosen]
-    sharpened = torch.where(gap > 0, residual.square() / gap, torch.inf)
+    trusted = (gap > 0) & (residual <= trust * thetas[chosen].abs())
+    sharpened = torch.where(trusted, residual.square() / gap, torch.inf)
     return torch.minimum(residual, sharpened)
 
 

@@ -267,3 +267,15 @@ def test_processes_side_by_side_are_the_processes_alone() -> None:
         assert (run.residual == 0.0) == (length < 10)
     with pytest.raises(ValueError, match="shape"):
         lanczos_tridiagonals(operator, [torch.ones(3, dtype=torch.float64)], steps=2)
+
+
+def test_a_ritz_gap_is_not_trusted_while_the_residual_is_large() -> None:
+    """Twenty eigenvalues near −10⁸ beside a bulk in [−1, 2], float64: early on, the top Ritz
+    value sits in the unresolved bulk with a residual of order 1 and a Ritz gap of order 10⁷,
+    which would make a Kato–Temple 'bound' of 10⁻⁷; the run must not stop there, but go on
+    to the true top eigenvalue, 2."""
+    operator = DenseSymmetricOperator(huge_spread(1e8))
+    generator = torch.Generator().manual_seed(0)
+    result = lanczos_top_eigenpairs(operator, 1, tolerance=1e-6, generator=generator)
+    assert result.converged
+    assert result.eigenvalues[-1].item() == pytest.approx(2.0, rel=1e-6)
