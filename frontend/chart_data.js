@@ -135,6 +135,25 @@ export function curvaturePrefix(ctx) {
   return probes(ctx).hessian?.matrix ?? "hessian";
 }
 
+/** Whether a run's model has batch norm (``model.batch_norm``: stored specs carry every
+ * default, and the resnet's is true). */
+export const hasBatchNorm = (spec) => spec?.model?.batch_norm === true;
+
+/**
+ * Why a batch-normed model's sharpness may sit above its stability threshold in a stable
+ * run: the probes evaluate in eval mode (running statistics), so they measure the curvature
+ * of the eval-mode loss, not of the batch-statistics loss that training steps on. ``runs``:
+ * the runs it is about ("#5"), or none for the run of the page; ``threshold``: whether the
+ * chart draws one.
+ */
+export function batchNormNote({ runs = [], threshold = true } = {}) {
+  const [who, verb, them, their, line] = !runs.length ? ["This model", "has", "it", "its", "the dashed threshold"]
+    : runs.length === 1 ? [runs[0], "has", "it", "its", "its dashed threshold"]
+      : [runs.join(", "), "have", "them", "their", "their dashed thresholds"];
+  const measured = `${who} ${verb} batch norm, and the probes evaluate ${them} in eval mode (running statistics): ${their} sharpness here is that of the eval-mode loss, not of the batch-statistics loss that training steps on`;
+  return threshold ? `${measured}, so it can sit above ${line} in a stable run.` : `${measured}.`;
+}
+
 export function thresholdLabel(spec) {
   const optimizer = spec.optimizer ?? {};
   if (optimizer.momentum) return `(2+2β)/lr, β = ${optimizer.momentum}`;
@@ -145,6 +164,18 @@ export const perLayer = (ctx, prefix, dash = "solid", width = 1.3) => {
   const colour = layerColours(ctx);
   return keysWith(ctx, prefix).map((key) => line(series(ctx, key), layerName(key), { color: colour(key), dash, width }, { legendgroup: layerName(key) }));
 };
+
+/** Legend entries that fit above a plot in about two rows; more go to its right. */
+const LEGEND_ABOVE_AT_MOST = 8;
+
+/** The legend of a chart with one trace per parameter tensor: above the plot (as every chart
+ * has it) for a few tensors; for deeper models (a ResNet has dozens) in a column to the right
+ * that scrolls within the plot's height, so that the plot keeps its height. */
+export function layerLegend(traces) {
+  const entries = traces.filter((t) => t.showlegend !== false).length;
+  if (entries <= LEGEND_ABOVE_AT_MOST) return {};
+  return { legend: { orientation: "v", x: 1.01, xanchor: "left", y: 1, yanchor: "top", yref: "paper", maxheight: 1, tracegroupgap: 0, font: { size: 9 }, itemwidth: 30 } };
+}
 
 export function entriesOf(ctx, kinds) {
   for (const kind of kinds) if (ctx.spectra?.[kind]?.length) return { kind, entries: ctx.spectra[kind] };

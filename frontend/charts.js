@@ -6,8 +6,9 @@
 // ctx: {run, metrics: {key: {steps, values}}, spectra: {kind: [{step, values, meta}]},
 //       landscapes: [...] | null, trajectory: {...} | null, unavailable: {source: reason}}
 import {
-  ADAM_FAMILY, curvatureMatrix, curvaturePrefix, curvatureWording, densityHeatmap, divergedMarker,
-  emptyReason, entriesOf, indexLines, keysWith, line, perLayer, series, thresholdLabel, yType,
+  ADAM_FAMILY, batchNormNote, curvatureMatrix, curvaturePrefix, curvatureWording, densityHeatmap,
+  divergedMarker, emptyReason, entriesOf, hasBatchNorm, indexLines, keysWith, layerLegend, line,
+  perLayer, series, thresholdLabel, yType,
 } from "./chart_data.js";
 import { ACTIVE } from "./format.js";
 import { landscapeCharts } from "./landscape_charts.js";
@@ -57,7 +58,7 @@ export const CHARTS = [
       const traces = [...perLayer(ctx, "weight_norm/"), ...perLayer(ctx, "spectral_norm/", "dot")
         .map((t) => ({ ...t, name: `σ₁ ${t.name}`, showlegend: false }))];
       if (!traces.length) return { empty: emptyReason(ctx, "norms") };
-      return { traces, layout: { yaxis: { type: yType(s.logY), title: { text: "norm" } }, ...divergedMarker(ctx) } };
+      return { traces, layout: { yaxis: { type: yType(s.logY), title: { text: "norm" } }, ...layerLegend(traces), ...divergedMarker(ctx) } };
     },
   },
   {
@@ -67,7 +68,7 @@ export const CHARTS = [
     build(ctx, s) {
       const traces = perLayer(ctx, "update_ratio/");
       if (!traces.length) return { empty: emptyReason(ctx, "norms") };
-      return { traces, layout: { yaxis: { type: yType(s.logY), title: { text: "update / weight" } }, ...divergedMarker(ctx) } };
+      return { traces, layout: { yaxis: { type: yType(s.logY), title: { text: "update / weight" } }, ...layerLegend(traces), ...divergedMarker(ctx) } };
     },
   },
   {
@@ -78,7 +79,7 @@ export const CHARTS = [
       const total = series(ctx, "grad_norm");
       const traces = [...(total ? [line(total, "all parameters", { color: "#1d2330", width: 2.2 })] : []), ...perLayer(ctx, "grad_norm/", "solid", 1)];
       if (!traces.length) return { empty: emptyReason(ctx, "norms") };
-      return { traces, layout: { yaxis: { type: yType(s.logY), title: { text: "‖∇L‖" } }, ...divergedMarker(ctx) } };
+      return { traces, layout: { yaxis: { type: yType(s.logY), title: { text: "‖∇L‖" } }, ...layerLegend(traces), ...divergedMarker(ctx) } };
     },
   },
   {
@@ -105,9 +106,12 @@ export const CHARTS = [
       if (!traces.length) return { empty: emptyReason(ctx, "hessian") };
       const threshold = series(ctx, `${prefix}/threshold`);
       if (threshold) traces.push(line(threshold, thresholdLabel(ctx.run.spec), { color: "#c62828", dash: "dash", width: 1.5 }, { mode: "lines" }));
-      const note = !threshold && ADAM_FAMILY.has(ctx.run.spec?.optimizer?.name)
-        ? "Adam has no stability threshold on this sharpness: its threshold is on the preconditioned sharpness (next chart)." : "";
-      return { traces, note, layout: { yaxis: { type: yType(s.logY), title: { text: "eigenvalue" } }, ...divergedMarker(ctx) } };
+      const notes = [
+        !threshold && ADAM_FAMILY.has(ctx.run.spec?.optimizer?.name)
+          ? "Adam has no stability threshold on this sharpness: its threshold is on the preconditioned sharpness (next chart)." : "",
+        hasBatchNorm(ctx.run.spec) ? batchNormNote({ threshold: Boolean(threshold) }) : "",
+      ];
+      return { traces, note: notes.filter(Boolean).join(" "), layout: { yaxis: { type: yType(s.logY), title: { text: "eigenvalue" } }, ...divergedMarker(ctx) } };
     },
   },
   {
@@ -117,13 +121,17 @@ export const CHARTS = [
       source: `Lanczos on preconditioned ${products}; Cohen et al. 2022 (adaptive gradient methods at the edge of stability).`,
     }), specsOf),
     build(ctx, s) {
-      const pre = series(ctx, "hessian/preconditioned_top_1");
-      if (!pre) return { empty: emptyReason(ctx, "hessian", { adam: true }) };
+      // under the run's matrix (ggn/… for GGN runs); runs recorded before GGN runs kept
+      // every curvature key under ggn/ have it under hessian/
+      const prefix = ["ggn", "hessian"].find((p) => series(ctx, `${p}/preconditioned_top_1`));
+      if (!prefix) return { empty: emptyReason(ctx, "hessian", { adam: true }) };
+      const pre = series(ctx, `${prefix}/preconditioned_top_1`);
       const { symbol } = curvatureMatrix([ctx.run.spec]);
       const traces = [line(pre, `λ₁(P⁻¹${symbol})`, { color: "#6a3d9a", width: 2 })];
-      const threshold = series(ctx, "hessian/preconditioned_threshold");
+      const threshold = series(ctx, `${prefix}/preconditioned_threshold`);
       if (threshold) traces.push(line(threshold, "(2+2β₁)/((1−β₁)·lr)", { color: "#c62828", dash: "dash", width: 1.5 }, { mode: "lines" }));
-      return { traces, layout: { yaxis: { type: yType(s.logY), title: { text: `λ₁(P⁻¹${symbol})` } }, ...divergedMarker(ctx) } };
+      const note = hasBatchNorm(ctx.run.spec) ? batchNormNote({ threshold: Boolean(threshold) }) : "";
+      return { traces, note, layout: { yaxis: { type: yType(s.logY), title: { text: `λ₁(P⁻¹${symbol})` } }, ...divergedMarker(ctx) } };
     },
   },
   {

@@ -3,8 +3,8 @@
 // ctx: {runs: [{run, color, dash, label, metrics, spectra, trajectory}], x: "step" | "wall",
 //       smoothing: 0..0.99, layers: [...], layerSeries: {runId: {key: series}}}
 // A chart says which runs lack its data and why (the reasons of the run page, chart_data.js).
-import { curvatureMatrix, curvatureWording, whyEmpty } from "./chart_data.js";
-import { baseLayout, smooth } from "./plotting.js";
+import { ADAM_FAMILY, batchNormNote, curvatureMatrix, curvatureWording, hasBatchNorm, whyEmpty } from "./chart_data.js";
+import { baseLayout, interpolate, smooth } from "./plotting.js";
 
 /** x values of a run's steps: the steps, or seconds since the run started — from the
  * worker's clock (``time/elapsed``, recorded at every probe step, linear in between), or for
@@ -17,21 +17,6 @@ function xOf(ctx, entry, steps) {
   const { duration_s: seconds, step } = entry.run;
   const perStep = seconds && step ? seconds / step : null;
   return perStep === null ? steps.map(() => null) : steps.map((s) => s * perStep);
-}
-
-/** Piecewise-linear ``y(x)`` through the points (xs ascending), constant beyond the ends. */
-function interpolate(xs, ys, x) {
-  if (x <= xs[0]) return ys[0];
-  const last = xs.length - 1;
-  if (x >= xs[last]) return ys[last];
-  let low = 0;
-  let high = last;
-  while (high - low > 1) {
-    const mid = (low + high) >> 1;
-    if (xs[mid] <= x) low = mid; else high = mid;
-  }
-  const t = (x - xs[low]) / (xs[high] - xs[low]);
-  return ys[low] + t * (ys[high] - ys[low]);
 }
 
 export function xTitle(ctx) {
@@ -121,7 +106,8 @@ export function compareLayout(extra) {
  * curvatureMatrix) for charts about it, as may ``options.yTitle``. Options: probe, option,
  * adam, accuracy (whyEmpty's), companion, companionName, companionKeys (a dashed line per
  * run), contextKeys (read for the reasons), logY, percent, smoothing, curvature (tag each
- * trace with its run's matrix where they differ).
+ * trace with its run's matrix where they differ), captionNote(ctx) (a sentence to add to the
+ * caption for the runs selected, or "").
  */
 function scalarChart(id, title, keys, caption, source, options = {}) {
   const { probe = null, option = null, adam = false, accuracy = false, percent = false } = options;
@@ -130,6 +116,15 @@ function scalarChart(id, title, keys, caption, source, options = {}) {
   const wording = [title, caption, source].some((text) => typeof text === "function")
     ? curvatureWording((matrix) => ({ title: word(title, matrix), caption: word(caption, matrix), source: word(source, matrix) }), specsOf)
     : { title, caption, source };
+  const { captionNote } = options;
+  if (captionNote) {
+    const heading = wording.heading ?? (() => ({ title, caption, source }));
+    wording.heading = (ctx) => {
+      const words = heading(ctx);
+      const note = captionNote(ctx);
+      return note ? { ...words, caption: `${words.caption} ${note}` } : words;
+    };
+  }
   return {
     id, ...wording, keys: [...keys, ...(options.companionKeys ?? []), ...(options.contextKeys ?? [])], needs: ["metrics"],
     settings: { logY: options.logY ?? false },
@@ -151,6 +146,15 @@ function scalarChart(id, title, keys, caption, source, options = {}) {
 
 const threshold = (key) => key.replace(/top_1$/, "threshold");
 
+/** The batch-norm note (chart_data.js) for the runs with the curvature probe whose model has
+ * batch norm (``adam``: Adam-family runs only); "" when there are none. */
+const batchNormCaption = ({ adam = false } = {}) => (ctx) => {
+  const measured = ({ run }) => run.spec?.probes?.hessian != null && hasBatchNorm(run.spec)
+    && (!adam || ADAM_FAMILY.has(run.spec?.optimizer?.name));
+  const runs = (ctx.runs ?? []).filter(measured).map((entry) => `#${entry.run.id}`);
+  return runs.length ? batchNormNote({ runs }) : "";
+};
+
 export const COMPARE_CHARTS = [
   scalarChart("batch_loss", "Minibatch loss", ["train/batch_loss"], "Loss of the minibatch about to be trained on, at every step.", "direct.", { yTitle: "loss" }),
   scalarChart("train_loss", "Loss on the probe batch", ["train/loss"], "Training loss on each run's fixed probe batch, at its probe steps.", "direct, eval mode.", { yTitle: "loss" }),
@@ -162,12 +166,15 @@ export const COMPARE_CHARTS = [
   scalarChart("sharpness", "Sharpness λ₁ and its stability threshold", ["hessian/top_1", "ggn/top_1"],
     ({ what }) => `Largest eigenvalue of ${what} on the probe batch; dashed, same colour: the run's threshold 2/lr ((2+2β)/lr with momentum; Adam's is on the preconditioned sharpness).`,
     ({ products }) => `Lanczos on ${products}; Cohen et al. 2021.`,
-    { companion: threshold, companionName: "threshold", companionKeys: ["hessian/threshold", "ggn/threshold"], yTitle: "λ₁", probe: "hessian", curvature: true }),
-  scalarChart("preconditioned", "Preconditioned sharpness (Adam)", ["hessian/preconditioned_top_1"],
+    { companion: threshold, companionName: "threshold", companionKeys: ["hessian/threshold", "ggn/threshold"], yTitle: "λ₁", probe: "hessian", curvature: true,
+      captionNote: batchNormCaption() }),
+  // GGN runs keep it under ggn/ (those recorded before that change, under hessian/)
+  scalarChart("preconditioned", "Preconditioned sharpness (Adam)", ["hessian/preconditioned_top_1", "ggn/preconditioned_top_1"],
     ({ symbol, what }) => `λ₁ of P⁻¹${symbol}, ${what} preconditioned by Adam's P = diag(√v̂ + ε); dashed: its threshold (2+2β₁)/((1−β₁)·lr).`,
     "Cohen et al. 2022.",
-    { companion: () => "hessian/preconditioned_threshold", companionName: "threshold", companionKeys: ["hessian/preconditioned_threshold"],
-      yTitle: ({ symbols }) => symbols.map((m) => `λ₁(P⁻¹${m})`).join(" or "), probe: "hessian", adam: true, curvature: true, logY: true }),
+    { companion: threshold, companionName: "threshold", companionKeys: ["hessian/preconditioned_threshold", "ggn/preconditioned_threshold"],
+      yTitle: ({ symbols }) => symbols.map((m) => `λ₁(P⁻¹${m})`).join(" or "), probe: "hessian", adam: true, curvature: true, logY: true,
+      captionNote: batchNormCaption({ adam: true }) }),
   scalarChart("min_eigenvalue", ({ name }) => `Smallest ${name} eigenvalue`, ["hessian/min"],
     ({ what }) => `The most negative eigenvalue of ${what} on the probe batch.`, "Lanczos, smallest end.",
     { yTitle: "λ_min", probe: "hessian", option: "min_eigenvalue", curvature: true }),

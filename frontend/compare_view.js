@@ -5,7 +5,9 @@ import { api, follow } from "./api.js";
 import { mountChart } from "./chart_mount.js";
 import { COMPARE_CHARTS } from "./compare_charts.js";
 import { debounce, h, replace } from "./dom.js";
-import { ACTIVE, differingKeys, flattenSpec, runLabel, shortKeys, statusBadge } from "./format.js";
+import {
+  ACTIVE, differingKeys, flattenSpec, legendKeys, orderSpecKeys, runLabel, specSetting, statusBadge,
+} from "./format.js";
 import { loadPlotly, pointsFor, preferPlotly, runStyle } from "./plotting.js";
 import { setQuery } from "./router.js";
 
@@ -146,17 +148,23 @@ export function render(container, { params }) {
         onclick: () => go(ids.filter((id) => id !== entry.run.id), otherParams) }, "×"))));
   }
 
-  function renderLegend(differing) {
-    const short = shortKeys(differing);
+  /** Each run with the few settings that tell it apart (legendKeys), and how many more of
+   * its settings differ (all of them in the spec table below, and in the tooltip). */
+  function renderLegend() {
+    const specs = entries.map((e) => e.run.spec);
+    const differing = orderSpecKeys(differingKeys(specs));
+    const shown = legendKeys(specs);
+    const rest = differing.filter((key) => !shown.includes(key));
     replace(legend, entries.map((entry) => {
-      const flat = flattenSpec(entry.run.spec);
-      const text = differing.map((key) => `${short[key]}=${flat[key] ?? "—"}`).join(", ");
       const badge = statusBadge(entry.run);
       if (entry.run.error) badge.title = entry.run.error; // why it failed or diverged
+      const more = rest.length ? h("span", { class: "more", title: rest.map((key) => specSetting(entry.run.spec, key)).join("\n") },
+        `+${rest.length} more in Specs`) : null;
       return h("li", { dataset: { runId: entry.run.id } },
         h("span", { class: "swatch", style: `background:${entry.color}${entry.dash !== "solid" ? "; opacity:0.6" : ""}` }),
         h("a", { href: `#/runs/${entry.run.id}` }, runLabel(entry.run)),
-        text ? h("span", {}, text) : null, badge);
+        shown.length ? h("span", { class: "differences" }, shown.map((key) => specSetting(entry.run.spec, key)).join(", ")) : null,
+        more, badge);
     }));
   }
 
@@ -164,7 +172,7 @@ export function render(container, { params }) {
     const specs = entries.map((e) => e.run.spec);
     const differing = new Set(differingKeys(specs, []));
     const flats = specs.map((spec) => flattenSpec(spec));
-    const keys = [...new Set(flats.flatMap((f) => Object.keys(f)))].sort()
+    const keys = orderSpecKeys(new Set(flats.flatMap((f) => Object.keys(f))))
       .filter((key) => state.all || differing.has(key));
     if (!keys.length) {
       replace(specTable, h("p", { class: "state-message" }, entries.length === 1
@@ -255,18 +263,17 @@ export function render(container, { params }) {
       ? await api.get(`/runs/${entries[0].run.id}/metrics?max_points=4`).catch(() => ({ series: {} }))
       : { series: {} });
     if (disposed) return;
-    const differing = differingKeys(entries.map((e) => e.run.spec));
-    const short = shortKeys(differing);
+    const differing = orderSpecKeys(differingKeys(entries.map((e) => e.run.spec)));
+    const shown = legendKeys(entries.map((e) => e.run.spec));
     for (const entry of entries) {
-      const flat = flattenSpec(entry.run.spec);
-      const diff = differing.slice(0, 3).map((key) => `${short[key]}=${flat[key] ?? "—"}`).join(" ");
+      const diff = shown.map((key) => specSetting(entry.run.spec, key)).join(", ");
       entry.label = `#${entry.run.id}${diff ? ` ${diff}` : entry.run.name ? ` ${entry.run.name}` : ""}`;
     }
     ctx.runs = entries;
     ctx.layers = layerNames(discovery.series ?? {});
     ctx.loading.delete("layers");
     renderChips();
-    renderLegend(differing);
+    renderLegend();
     renderSpecTable();
     status.textContent = statusText(requests.filter((r) => !r.run), differing);
     status.classList.toggle("error", entries.length < ids.length);
@@ -305,7 +312,7 @@ export function render(container, { params }) {
         const entry = entries.find((e) => e.run.id === run.id);
         if (!entry || disposed) return;
         entry.run = run;
-        renderLegend(differingKeys(entries.map((e) => e.run.spec)));
+        renderLegend();
         refreshSoon();
       },
     });

@@ -117,12 +117,59 @@ export function differingKeys(specs, ignore = ["name"]) {
     && new Set(flat.map((f) => JSON.stringify(f[key] ?? null))).size > 1).sort();
 }
 
-/** "lr" for "optimizer.lr" unless two keys share the last part. */
-export function shortKeys(keys) {
-  const last = (key) => key.split(".").at(-1);
-  const counts = {};
-  for (const key of keys) counts[last(key)] = (counts[last(key)] ?? 0) + 1;
-  return Object.fromEntries(keys.map((key) => [key, counts[last(key)] > 1 ? key : last(key)]));
+/** The spec keys a researcher varies, in the order a reader looks for them: the optimizer,
+ * the model's architecture and size, the seed, the dataset. */
+const KEY_PRIORITY = [
+  "optimizer.name", "optimizer.lr", "optimizer.momentum", "optimizer.weight_decay", "optimizer.schedule.name",
+  "model.name", "model.widths", "model.width", "model.channels", "model.d_model", "model.depth", "model.n_layers",
+  "seed", "data.name",
+];
+/** The other keys by section, alphabetically within each; the probes' last. */
+const SECTIONS = ["optimizer", "model", "seed", "data", "steps"];
+
+function keyRank(key) {
+  const priority = KEY_PRIORITY.indexOf(key);
+  if (priority >= 0) return [0, priority];
+  const section = key.split(".")[0];
+  const index = SECTIONS.indexOf(section);
+  return [1, index >= 0 ? index : section === "probes" ? SECTIONS.length + 1 : SECTIONS.length];
+}
+
+/** ``keys`` (dotted spec paths) in KEY_PRIORITY's order, then by section and name. */
+export function orderSpecKeys(keys) {
+  return [...keys].sort((a, b) => {
+    const [ra, rb] = [keyRank(a), keyRank(b)];
+    return ra[0] - rb[0] || ra[1] - rb[1] || (a < b ? -1 : a > b ? 1 : 0);
+  });
+}
+
+/**
+ * The (at most ``max``) differing spec keys that tell these runs apart best, in
+ * ``orderSpecKeys``' order of preference. A key is taken when it tells apart runs the keys
+ * taken before it do not; keys that only say whether a setting exists (another optimizer's
+ * or model's own parameters, which its ``name`` already says: "momentum=—") come last.
+ * Slots left once every run is told apart go to the other keys whose values differ.
+ */
+export function legendKeys(specs, max = 3) {
+  const flat = specs.map((spec) => flattenSpec(spec));
+  const valued = (key) => new Set(flat.map((f) => f[key]).filter((v) => v !== undefined && v !== null).map((v) => JSON.stringify(v))).size > 1;
+  const keys = orderSpecKeys(differingKeys(specs));
+  const chosen = [];
+  const groups = (taken) => new Set(flat.map((f) => JSON.stringify(taken.map((key) => f[key] ?? null)))).size;
+  for (const key of [...keys.filter(valued), ...keys.filter((k) => !valued(k))]) {
+    if (chosen.length < max && groups([...chosen, key]) > groups(chosen)) chosen.push(key);
+  }
+  for (const key of keys.filter(valued)) {
+    if (chosen.length < max && !chosen.includes(key)) chosen.push(key);
+  }
+  return orderSpecKeys(chosen);
+}
+
+/** "optimizer.lr=0.05", "model.widths=[16, 16]", "data.channels=—" (absent from ``spec``). */
+export function specSetting(spec, key) {
+  const value = at(spec, key);
+  const text = value === null || value === undefined ? "—" : Array.isArray(value) ? `[${value.join(", ")}]` : String(value);
+  return `${key}=${text}`;
 }
 
 /** ``spec`` at a dotted ``path`` (undefined when absent). */

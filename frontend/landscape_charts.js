@@ -2,7 +2,7 @@
 // step, plane (pca, random, line), dims, axes, grids (entry [i][j] at (axes[0][i],
 // axes[1][j])) and, for the PCA plane, the optimiser's projected path.
 import { emptyReason, yType } from "./chart_data.js";
-import { SERIES, webglAvailable } from "./plotting.js";
+import { SERIES, interpolate, webglAvailable } from "./plotting.js";
 
 const METRICS = [["train_loss", "train loss"], ["test_loss", "held-out loss"], ["train_accuracy", "train accuracy"], ["test_accuracy", "held-out accuracy"]];
 
@@ -42,6 +42,50 @@ const landscapeSelects = [
   { key: "landscape", label: "plane", choices: (ctx) => planes(ctx, 2).map((l) => [l.index, planeLabel(l)]) },
   { key: "metric", label: "value", choices: (ctx) => METRICS.filter(([key]) => planes(ctx, 2).some((l) => l[key])) },
 ];
+
+/** The kinds of 1-D slice, each drawn on an x axis of its own (their coordinates mean
+ * different things), with dotted lines at the points it is measured from. */
+const SLICE_AXES = [
+  { planes: ["random"], title: "α along the random direction (0 = checkpoint)", marks: [[0, "checkpoint"]] },
+  { planes: ["line", "interpolation"], title: "a from initialisation (0) to final (1)", marks: [[0, "init"], [1, "final"]] },
+];
+
+/** Side-by-side plots, one per entry of ``axes`` ({title, marks: [[x, label]], slices}), each
+ * with its own x and y axes; a slice's loss at each mark is a point on its curve. */
+function sideBySide(axes, logY) {
+  const gap = axes.length > 1 ? 0.09 : 0;
+  const width = (1 - gap * (axes.length - 1)) / axes.length;
+  const traces = [];
+  const layout = { shapes: [], annotations: [] };
+  let colour = 0;
+  axes.forEach((axis, i) => {
+    const [x, y] = i === 0 ? ["x", "y"] : [`x${i + 1}`, `y${i + 1}`];
+    const left = i * (width + gap);
+    layout[i === 0 ? "xaxis" : `xaxis${i + 1}`] = { domain: [left, left + width], anchor: y, title: { text: axis.title }, automargin: true, zeroline: false, gridcolor: "#eceef3" };
+    layout[i === 0 ? "yaxis" : `yaxis${i + 1}`] = { anchor: x, type: yType(logY), title: { text: "loss" }, automargin: true, zeroline: false, gridcolor: "#eceef3", exponentformat: "power" };
+    for (const l of axis.slices) {
+      const color = SERIES[colour++ % SERIES.length];
+      const along = Array.isArray(l.axes[0]) ? l.axes[0] : l.axes;
+      const group = `${l.index}`;
+      traces.push({ type: "scatter", mode: "lines", xaxis: x, yaxis: y, x: along, y: l.train_loss, name: planeLabel(l), line: { color, width: 2 }, legendgroup: group });
+      if (l.test_loss) traces.push({ type: "scatter", mode: "lines", xaxis: x, yaxis: y, x: along, y: l.test_loss, name: `${planeLabel(l)}, held-out`, showlegend: false, line: { color, dash: "dash", width: 1.5 }, legendgroup: group });
+      const marks = axis.marks.filter(([at]) => at >= along[0] && at <= along.at(-1))
+        .map(([at, label]) => [at, label, interpolate(along, l.train_loss, at)]).filter(([, , loss]) => Number.isFinite(loss));
+      if (marks.length) {
+        traces.push({
+          type: "scatter", mode: "markers", xaxis: x, yaxis: y, x: marks.map(([at]) => at), y: marks.map(([, , loss]) => loss), showlegend: false, legendgroup: group,
+          text: marks.map(([at, label]) => `${label} (${at})`), hovertemplate: `%{text}: train loss %{y:.4g}<extra>${planeLabel(l)}</extra>`,
+          marker: { color, size: 8, symbol: "diamond", line: { color: "#1d2330", width: 1 } },
+        });
+      }
+    }
+    for (const [at, label] of axis.marks) {
+      layout.shapes.push({ type: "line", xref: x, x0: at, x1: at, yref: `${y} domain`, y0: 0, y1: 1, line: { color: "#7f8798", dash: "dot", width: 1 } });
+      layout.annotations.push({ xref: x, x: at, yref: `${y} domain`, y: 1, yanchor: "top", xanchor: "left", xshift: 3, text: label, showarrow: false, font: { size: 10, color: "#5a6275" } });
+    }
+  });
+  return { traces, layout };
+}
 
 /** The contour, the surface and the 1-D slices of a run's loss landscapes. */
 export function landscapeCharts() {
@@ -114,22 +158,19 @@ export function landscapeCharts() {
       },
     },
     {
-      id: "landscape_slices", group: "Loss landscape", title: "1-D loss slices", needs: ["landscapes"], settings: { logY: false },
-      caption: "Loss along one line: a filter-normalised random direction through the final parameters, and the straight line from initialisation (0) to the final parameters (1); dashed: held-out.",
+      id: "landscape_slices", group: "Loss landscape", title: "1-D loss slices", needs: ["landscapes"], settings: { logY: false }, wide: true,
+      caption: "Loss along one line, each kind on an axis of its own: left, a filter-normalised random direction through the parameters at each checkpoint (α = 0 is the checkpoint); right, the straight line from initialisation (a = 0) to the final parameters (a = 1), extended past both ends; dashed: held-out.",
       source: "Li et al. 2018; linear interpolation, Goodfellow et al. 2015.",
       build(ctx, s) {
         const slices = planes(ctx, 1);
         if (!slices.length) {
           return { empty: (ctx.landscapes ?? []).length ? "No 1-D slices were recorded (probes.landscape.slices was off)." : emptyReason(ctx, "landscape", { atEnd: true }) };
         }
-        const traces = slices.flatMap((l, i) => {
-          const color = SERIES[i % SERIES.length];
-          const x = Array.isArray(l.axes[0]) ? l.axes[0] : l.axes;
-          const out = [{ type: "scatter", mode: "lines", x, y: l.train_loss, name: `${planeLabel(l)}`, line: { color, width: 2 }, legendgroup: String(i) }];
-          if (l.test_loss) out.push({ type: "scatter", mode: "lines", x, y: l.test_loss, name: "held-out", showlegend: false, line: { color, dash: "dash", width: 1.5 }, legendgroup: String(i) });
-          return out;
-        });
-        return { traces, layout: { xaxis: { title: { text: "coordinate along the direction" } }, yaxis: { type: yType(s.logY), title: { text: "loss" } } } };
+        const known = new Set(SLICE_AXES.flatMap((axis) => axis.planes));
+        const axes = [...SLICE_AXES, { planes: [], title: "coordinate along the direction", marks: [] }]
+          .map((axis) => ({ ...axis, slices: slices.filter((l) => (axis.planes.length ? axis.planes.includes(l.plane) : !known.has(l.plane))) }))
+          .filter((axis) => axis.slices.length);
+        return sideBySide(axes, s.logY);
       },
     },
   ];

@@ -122,6 +122,21 @@ export function smooth(values, weight) {
   });
 }
 
+/** Piecewise-linear ``y(x)`` through the points (xs ascending), constant beyond the ends. */
+export function interpolate(xs, ys, x) {
+  if (x <= xs[0]) return ys[0];
+  const last = xs.length - 1;
+  if (x >= xs[last]) return ys[last];
+  let low = 0;
+  let high = last;
+  while (high - low > 1) {
+    const mid = (low + high) >> 1;
+    if (xs[mid] <= x) low = mid; else high = mid;
+  }
+  const t = (x - xs[low]) / (xs[high] - xs[low]);
+  return ys[low] + t * (ys[high] - ys[low]);
+}
+
 /**
  * A chart panel: title, one-line caption with where the method comes from, controls, and
  * one of four states (data-state): loading, empty (with the reason), error (with a retry),

@@ -189,8 +189,9 @@ def diverged_run(dashboard) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def curvature_runs(dashboard) -> dict[str, int]:
-    """Finished runs with the curvature probe and only its top eigenvalue (SGD, Adam), and
-    one on the Gauss-Newton matrix with its trace and density."""
+    """Finished runs with the curvature probe and only its top eigenvalue (SGD, Adam, Adam on
+    the Gauss-Newton matrix), and one (SGD) on the Gauss-Newton matrix with its trace and
+    density."""
     probes = {"every": 10, "batch_size": 128}
     specs = {
         "sgd": small_spec(name="sgd-hessian", steps=30, probes=probes | {"hessian": {}}),
@@ -205,11 +206,32 @@ def curvature_runs(dashboard) -> dict[str, int]:
             steps=30,
             probes=probes | {"hessian": {"matrix": "ggn", "trace": True, "density": True}},
         ),
+        "adam_ggn": small_spec(
+            name="adam-ggn",
+            steps=30,
+            optimizer={"name": "adam", "lr": 0.003},
+            probes=probes | {"hessian": {"matrix": "ggn"}},
+        ),
     }
     ids = {name: submit(dashboard, spec) for name, spec in specs.items()}
     for run_id in ids.values():
         assert wait_for_run(dashboard, run_id)["status"] == "completed"
     return ids
+
+
+@pytest.fixture(scope="module")
+def resnet_run(dashboard) -> int:
+    """A finished tiny ResNet (batch norm by default, 29 parameter tensors) with the
+    curvature probe."""
+    spec = small_spec(
+        name="resnet",
+        model={"name": "resnet", "width": 4, "depth": 1},
+        steps=10,
+        probes={"every": 5, "batch_size": 64, "hessian": {}},
+    )
+    run_id = submit(dashboard, spec)
+    assert wait_for_run(dashboard, run_id)["status"] == "completed"
+    return run_id
 
 
 def test_failed_or_diverged_run_shows_its_error_and_step(page, diverged_run):
@@ -274,6 +296,44 @@ def test_compare_two_runs(page, two_runs, screenshots):
     page.wait_for_selector("html[data-charts-drawn]", timeout=30_000)
     assert page.locator("#compare-x").input_value() == "wall"
     assert page.locator("#compare-smooth").input_value() == "0.8"
+
+
+def test_compare_legend_names_the_settings_researchers_vary(
+    page, two_runs, diverged_run, curvature_runs, screenshots
+):
+    """The legend and the curves' names: at most three settings, the optimizer's, the
+    model's, the seed and the dataset before the rest, each with its section
+    ("optimizer.lr=0.05"), and none that only says another optimizer's or dataset's own
+    parameter is absent ("data.dim=—")."""
+    low, bad = two_runs[0], diverged_run["id"]
+    _goto_charts(page, f"/#/compare?ids={low},{bad}")
+    page.locator(".legend").screenshot(path=screenshots / "compare-legend.png")
+    legend = page.locator(".legend li")
+    expect(legend.nth(0)).to_contain_text(
+        "optimizer.lr=0.05, data.name=digits, model.activation=tanh"
+    )
+    expect(legend.nth(1)).to_contain_text(
+        "optimizer.lr=3, data.name=teacher_student, model.activation=relu"
+    )
+    expect(legend.nth(0)).to_contain_text(re.compile(r"\+\d+ more in Specs"))
+    expect(legend.nth(0)).not_to_contain_text("=—")
+    names = _chart(page, "batch_loss")["names"]
+    assert names == [
+        f"#{low} optimizer.lr=0.05, data.name=digits, model.activation=tanh",
+        f"#{bad} optimizer.lr=3, data.name=teacher_student, model.activation=relu",
+    ], names
+    # the spec table lists what differs, the settings researchers vary first
+    rows = page.locator("#spec-table tbody tr").evaluate_all(
+        "(rows) => rows.map((r) => r.dataset.field)"
+    )
+    assert rows[:2] == ["optimizer.lr", "data.name"], rows
+
+    # SGD against Adam: the optimizer's name and lr; not SGD's momentum, absent for Adam
+    sgd, adam = curvature_runs["sgd"], curvature_runs["adam"]
+    _goto_charts(page, f"/#/compare?ids={sgd},{adam}")
+    expect(legend.nth(0)).to_contain_text("optimizer.name=sgd, optimizer.lr=0.1")
+    expect(legend.nth(1)).to_contain_text("optimizer.name=adam, optimizer.lr=0.003")
+    expect(page.locator(".legend")).not_to_contain_text("momentum")
 
 
 def _chart(page: Any, chart: str) -> dict[str, Any]:
@@ -422,6 +482,66 @@ def test_adam_sharpness_and_preconditioned_sharpness_each_on_their_own_axis(
     _goto_charts(page, f"/#/runs/{curvature_runs['sgd']}")
     pre = _chart(page, "preconditioned")
     assert pre["state"] == "empty" and "Adam" in pre["message"], pre
+
+
+def test_adam_on_the_ggn_draws_its_preconditioned_sharpness(page, curvature_runs, screenshots):
+    """GGN runs keep the preconditioned sharpness and its threshold under ggn/: the run page
+    and the compare page read them there."""
+    adam, adam_ggn = curvature_runs["adam"], curvature_runs["adam_ggn"]
+    _goto_charts(page, f"/#/runs/{adam_ggn}")
+    page.locator('[data-group="Curvature"]').screenshot(path=screenshots / "adam-ggn.png")
+    pre = _chart(page, "preconditioned")
+    assert pre["state"] == "drawn", pre
+    assert pre["names"] == ["λ₁(P⁻¹G)", "(2+2β₁)/((1−β₁)·lr)"], pre
+    assert "Gauss–Newton" in pre["caption"], pre
+
+    _goto_charts(page, f"/#/compare?ids={adam},{adam_ggn}")
+    pre = _chart(page, "preconditioned")
+    assert pre["state"] == "drawn" and pre["note"] == "", pre  # both runs recorded it
+    for run_id in (adam, adam_ggn):  # each run's value and its threshold
+        assert len([name for name in pre["names"] if name.startswith(f"#{run_id} ")]) == 2, pre
+
+
+def test_batch_norm_runs_say_their_sharpness_is_the_eval_mode_one(
+    page, resnet_run, curvature_runs, screenshots
+):
+    """The probes evaluate in eval mode: a batch-normed model's sharpness is the eval-mode
+    loss's, and may sit above 2/lr in a stable run. Said under its sharpness chart, and in
+    the compare page's caption when a compared run has batch norm (the ResNet's default)."""
+    sgd = curvature_runs["sgd"]
+    _goto_charts(page, f"/#/runs/{resnet_run}")
+    page.locator('[data-chart="sharpness"]').screenshot(path=screenshots / "resnet-sharpness.png")
+    sharpness = _chart(page, "sharpness")
+    assert sharpness["state"] == "drawn", sharpness
+    assert "batch norm" in sharpness["note"] and "eval mode" in sharpness["note"], sharpness
+    assert "above the dashed threshold" in sharpness["note"], sharpness
+    _goto_charts(page, f"/#/runs/{sgd}")
+    assert "batch norm" not in _chart(page, "sharpness")["note"]
+
+    _goto_charts(page, f"/#/compare?ids={resnet_run},{sgd}")
+    caption = _chart(page, "sharpness")["caption"]
+    assert f"#{resnet_run} has batch norm" in caption and "eval mode" in caption, caption
+    _goto_charts(page, f"/#/compare?ids={sgd},{curvature_runs['ggn']}")
+    assert "batch norm" not in _chart(page, "sharpness")["caption"]
+
+
+def test_per_layer_charts_keep_their_plot_height_for_deep_models(page, resnet_run, screenshots):
+    """One legend entry per parameter tensor (29 for the tiny ResNet) no longer squeezes the
+    plot: the plot area keeps most of the panel's height."""
+    _goto_charts(page, f"/#/runs/{resnet_run}")
+    group = page.locator('[data-group="Weights and gradients"]')
+    group.screenshot(path=screenshots / "resnet-per-layer.png")
+    for name in ("weight_norms", "update_ratios", "grad_norm"):
+        shape = page.evaluate(
+            """(chart) => {
+              const plot = document.querySelector(`[data-chart="${chart}"] .plot`);
+              return {entries: plot.data.filter((t) => t.showlegend !== false).length,
+                      height: plot._fullLayout._size.h, width: plot._fullLayout._size.w};
+            }""",
+            name,
+        )
+        assert shape["entries"] >= 20, (name, shape)
+        assert shape["height"] >= 200 and shape["width"] >= 300, (name, shape)
 
 
 def test_runs_table_fits_a_laptop_and_says_full_batch(page, dashboard, screenshots):
@@ -654,3 +774,52 @@ def test_end_of_run_charts_draw_from_the_documented_shapes(page, probed_run, scr
     assert charts["landscape_surface"]["traces"] == 2
     assert charts["landscape_slices"]["names"][0].startswith("random direction")
     assert {"chaotic (3)", "bulk (30)", "stable (7)"} == set(charts["training_jacobian"]["names"])
+
+
+SLICE_AXES = """() => {
+  const plot = document.querySelector('[data-chart="landscape_slices"] .plot');
+  const layout = plot._fullLayout;
+  const axes = {};
+  for (const name of ["x", "x2"]) {
+    const axis = layout[name === "x" ? "xaxis" : "xaxis2"];
+    const traces = plot.data.filter((t) => (t.xaxis ?? "x") === name);
+    axes[name] = {
+      title: axis?.title?.text ?? null, domain: axis?.domain ?? null,
+      names: traces.filter((t) => t.showlegend !== false).map((t) => t.name),
+      marks: layout.shapes.filter((s) => s.xref === name).map((s) => s.x0),
+      points: traces.filter((t) => t.mode === "markers").flatMap((t) => t.x),
+    };
+  }
+  return axes;
+}"""
+
+
+def test_1d_slices_each_on_an_axis_of_its_own(page, probed_run, screenshots):
+    """The random direction (0: the checkpoint) and the line from initialisation (0) to the
+    final parameters (1) measure different coordinates: each is drawn on its own x axis, side
+    by side, titled with what its coordinate means and marked where it is measured from."""
+    random, line = _end_of_run_payloads(60)["landscapes"][1:]
+    earlier = random | {"step": 30, "train_loss": [0.7 + x * x for x in random["axes"][0]]}
+    landscapes = [earlier, random, line | {"plane": "interpolation"}]  # as the worker names it
+
+    def run(route):
+        body = route.fetch().json()
+        body["spec"]["probes"] |= {"landscape": {}}
+        route.fulfill(json=body)
+
+    page.route(f"**/api/v1/runs/{probed_run}", run)
+    page.route(
+        f"**/api/v1/runs/{probed_run}/landscapes",
+        lambda route: route.fulfill(json={"run_id": probed_run, "landscapes": landscapes}),
+    )
+    _goto_charts(page, f"/#/runs/{probed_run}")
+    page.locator('[data-chart="landscape_slices"]').screenshot(path=screenshots / "slices.png")
+    axes = page.evaluate(SLICE_AXES)
+    left, right = axes["x"], axes["x2"]
+    assert left["title"] == "α along the random direction (0 = checkpoint)", axes
+    assert right["title"] == "a from initialisation (0) to final (1)", axes
+    assert left["domain"][1] < right["domain"][0], axes  # side by side, not overlaid
+    assert left["names"] == ["random direction at step 30", "random direction at step 60"]
+    assert right["names"] == ["init → final at step 60"], axes
+    assert left["marks"] == [0] and right["marks"] == [0, 1], axes
+    assert left["points"] == [0, 0] and right["points"] == [0, 1], axes  # on each curve
