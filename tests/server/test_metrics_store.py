@@ -7,14 +7,7 @@ import numpy as np
 from dynascope.server.db.models import Run
 from dynascope.server.db.session import get_engine, session_scope
 from dynascope.server.services.metrics import metric_keys, read_series, write_metrics
-
-
-def _make_run() -> int:
-    with session_scope() as session:
-        run = Run(name="r", spec={}, steps=10, summary={}, timings={})
-        session.add(run)
-        session.flush()
-        return run.id
+from tests.server.stored_runs import new_run_id as _make_run
 
 
 def test_batch_write_and_read_back(any_database):
