@@ -425,3 +425,17 @@ def test_channels_last_images_give_the_same_hessian() -> None:
     images = inputs.contiguous(memory_format=torch.channels_last)
     operator = HessianOperator(model, loss_fn, images, targets, chunk_size=8)
     assert (operator.to_dense() - dense_hessian(case)).abs().max().item() < EXACT
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_operators_of_a_convolutional_model_equal_the_dense_matrices(channels_last: bool) -> None:
+    """The Hessian and the GGN of a model with convolutions, eval-mode batch norm, ReLU,
+    max-pooling, GELU and average pooling (the operators with second-order forms and others)
+    against ``torch.func``'s dense matrices, which never see those forms."""
+    case = convolutional()
+    model, loss_fn, inputs, targets, loss = case
+    images = inputs.contiguous(memory_format=torch.channels_last) if channels_last else inputs
+    hessian_product = HessianOperator(model, loss_fn, images, targets, chunk_size=3)
+    assert (hessian_product.to_dense() - dense_hessian(case)).abs().max().item() < EXACT
+    ggn_product = GGNOperator(model, images, loss=loss, chunk_size=3)
+    assert (ggn_product.to_dense() - dense_ggn(case)).abs().max().item() < EXACT
