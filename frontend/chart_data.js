@@ -1,5 +1,5 @@
 // What the charts of one run share: reading series and spectra from the context, the
-// reasons a chart is empty, per-layer colours, and the density resampling.
+// reasons a chart is empty, per-layer styles, and the density resampling.
 import { ACTIVE } from "./format.js";
 import { SERIES, stepMarker } from "./plotting.js";
 
@@ -120,12 +120,24 @@ export function layerName(key) {
   return key.split("/").slice(1).join("/").replace(/\.weight$/, ".W").replace(/\.bias$/, ".b");
 }
 
-/** One colour per layer, the same in every per-layer chart. */
-export function layerColours(ctx) {
+/** Colours of the per-layer charts: category10 (SERIES), then ten more from colorcet's
+ * glasbey_category10 (Glasbey et al. 2007: maximally distinct from those before), leaving out
+ * its light ones, which vanish on white. */
+const LAYER_COLOURS = [...SERIES, "#3a0183", "#004301", "#b80080", "#004e53", "#6b6500",
+  "#7d0200", "#6126ff", "#028268", "#ad8944", "#5e0040"];
+/** Once the colours are used up, the next round of tensors dashes; never dotted: in the
+ * weight-norm chart dotted is a weight matrix's spectral norm. */
+const LAYER_DASHES = ["solid", "dash", "dashdot", "longdash"];
+
+/** One style per parameter tensor, {color, dash}, the same in every per-layer chart: the
+ * first 20 tensors each a colour of its own, solid; the next 20 the same colours dashed, and
+ * so on. */
+export function layerStyles(ctx) {
   const layers = keysWith(ctx, "weight_norm/").map((key) => key.slice("weight_norm/".length));
   return (key) => {
-    const index = layers.indexOf(key.split("/").slice(1).join("/"));
-    return SERIES[(index < 0 ? 0 : index) % SERIES.length];
+    const index = Math.max(0, layers.indexOf(key.split("/").slice(1).join("/")));
+    const round = Math.floor(index / LAYER_COLOURS.length);
+    return { color: LAYER_COLOURS[index % LAYER_COLOURS.length], dash: LAYER_DASHES[round % LAYER_DASHES.length] };
   };
 }
 
@@ -154,15 +166,23 @@ export function batchNormNote({ runs = [], threshold = true } = {}) {
   return threshold ? `${measured}, so it can sit above ${line} in a stable run.` : `${measured}.`;
 }
 
+/** Why a batch-normed model's probe-batch and held-out losses can differ from its minibatch
+ * loss: the probes evaluate in eval mode (running statistics), training with the minibatch's
+ * own statistics. */
+export const BATCH_NORM_LOSS_NOTE = "This model has batch norm: the probe-batch and held-out losses are evaluated with its running statistics (eval mode), the minibatch loss (grey) with the minibatch's own, as training steps on it, so the two can differ.";
+
 export function thresholdLabel(spec) {
   const optimizer = spec.optimizer ?? {};
   if (optimizer.momentum) return `(2+2β)/lr, β = ${optimizer.momentum}`;
   return "2/lr";
 }
 
-export const perLayer = (ctx, prefix, dash = "solid", width = 1.3) => {
-  const colour = layerColours(ctx);
-  return keysWith(ctx, prefix).map((key) => line(series(ctx, key), layerName(key), { color: colour(key), dash, width }, { legendgroup: layerName(key) }));
+/** One line per parameter tensor of the series under ``prefix``, each in its tensor's style
+ * (``layerStyles``); ``dash`` overrides the style's dash for every line. */
+export const perLayer = (ctx, prefix, { dash, width = 1.3 } = {}) => {
+  const style = layerStyles(ctx);
+  return keysWith(ctx, prefix).map((key) => line(series(ctx, key), layerName(key),
+    { ...style(key), ...(dash ? { dash } : {}), width }, { legendgroup: layerName(key) }));
 };
 
 /** Legend entries that fit above a plot in about two rows; more go to its right. */

@@ -6,7 +6,7 @@
 // ctx: {run, metrics: {key: {steps, values}}, spectra: {kind: [{step, values, meta}]},
 //       landscapes: [...] | null, trajectory: {...} | null, unavailable: {source: reason}}
 import {
-  ADAM_FAMILY, batchNormNote, curvatureMatrix, curvaturePrefix, curvatureWording, densityHeatmap,
+  ADAM_FAMILY, BATCH_NORM_LOSS_NOTE, batchNormNote, curvatureMatrix, curvaturePrefix, curvatureWording, densityHeatmap,
   divergedMarker, emptyReason, entriesOf, hasBatchNorm, indexLines, keysWith, layerLegend, line,
   perLayer, series, thresholdLabel, yType,
 } from "./chart_data.js";
@@ -36,7 +36,8 @@ export const CHARTS = [
       const test = series(ctx, "test/loss");
       if (test) traces.push(line(test, "held-out", { color: SERIES[1], width: 2 }));
       if (!traces.length) return { empty: emptyReason(ctx, null) };
-      return { traces, layout: { yaxis: { type: yType(s.logY), title: { text: "loss" } }, ...divergedMarker(ctx) } };
+      const note = hasBatchNorm(ctx.run.spec) ? BATCH_NORM_LOSS_NOTE : "";
+      return { traces, note, layout: { yaxis: { type: yType(s.logY), title: { text: "loss" } }, ...divergedMarker(ctx) } };
     },
   },
   {
@@ -52,10 +53,10 @@ export const CHARTS = [
   },
   {
     id: "weight_norms", group: "Weights and gradients", title: "Weight norms per layer", needs: ["metrics"], settings: { logY: false },
-    caption: "L2 norm of each parameter tensor (solid) and spectral norm, the largest singular value, of each weight matrix (dotted).",
+    caption: "L2 norm of each parameter tensor and spectral norm, the largest singular value, of each weight matrix (dotted, in its tensor's colour).",
     source: "direct; spectral norm by warm-started block Rayleigh–Ritz.",
     build(ctx, s) {
-      const traces = [...perLayer(ctx, "weight_norm/"), ...perLayer(ctx, "spectral_norm/", "dot")
+      const traces = [...perLayer(ctx, "weight_norm/"), ...perLayer(ctx, "spectral_norm/", { dash: "dot" })
         .map((t) => ({ ...t, name: `σ₁ ${t.name}`, showlegend: false }))];
       if (!traces.length) return { empty: emptyReason(ctx, "norms") };
       return { traces, layout: { yaxis: { type: yType(s.logY), title: { text: "norm" } }, ...layerLegend(traces), ...divergedMarker(ctx) } };
@@ -77,7 +78,7 @@ export const CHARTS = [
     source: "direct.",
     build(ctx, s) {
       const total = series(ctx, "grad_norm");
-      const traces = [...(total ? [line(total, "all parameters", { color: "#1d2330", width: 2.2 })] : []), ...perLayer(ctx, "grad_norm/", "solid", 1)];
+      const traces = [...(total ? [line(total, "all parameters", { color: "#1d2330", width: 2.2 })] : []), ...perLayer(ctx, "grad_norm/", { width: 1 })];
       if (!traces.length) return { empty: emptyReason(ctx, "norms") };
       return { traces, layout: { yaxis: { type: yType(s.logY), title: { text: "‖∇L‖" } }, ...layerLegend(traces), ...divergedMarker(ctx) } };
     },

@@ -3,41 +3,100 @@
 import { api, follow } from "./api.js";
 import { debounce, h, replace } from "./dom.js";
 import {
-  ACTIVE, STATUSES, duration, flattenSpec, keyHyperparameters, num, percent, progressBar,
+  ACTIVE, STATUSES, at, duration, flattenSpec, keyHyperparameters, num, percent, progressBar,
   statusBadge, when,
 } from "./format.js";
 import { setQuery, takeFlash } from "./router.js";
 
 const PAGE = 100;
+const HP_HINT = "key=value, key<value, key~text, key=[a,b]; all must hold";
 /** Runs picked for comparison; kept while the dashboard is open. */
 export const selected = new Set();
 
 const OPERATORS = ["<=", ">=", "!=", "=", "<", ">", "~"];
+const ORDERING = new Set(["<", ">", "<=", ">="]);
 
 /**
- * Parse a hyperparameter filter: space- or comma-separated terms ``key op value`` (op one
- * of = != < > <= >= ~ for "contains"); a key matches a spec leaf by its full dotted path or
- * its last parts ("lr" matches "optimizer.lr"). A bare word matches anywhere in the spec.
- * Returns {test(spec) → bool, error}.
+ * Parse a hyperparameter filter: terms ``key op value`` separated by spaces or commas (op one
+ * of = != < > <= >= ~ for "contains"); a list in brackets keeps its commas and matches a
+ * list-valued leaf with those elements ("widths=[64,64]", = and != only). A key matches a
+ * spec leaf by its full dotted path or its last parts ("lr" matches "optimizer.lr"). A bare
+ * word matches anywhere in the spec.
+ * Returns {test(spec) → bool, error: what is wrong with the text (null: nothing; then every
+ * spec passes), keys: the keys the terms name}.
  */
 export function parseHyperFilter(text) {
-  const terms = text.split(/[\s,]+/).filter(Boolean);
+  const { terms, error: unclosed } = splitTerms(text);
+  if (unclosed) return rejected(unclosed);
   const tests = [];
+  const keys = [];
   for (const term of terms) {
-    const op = OPERATORS.find((candidate) => term.includes(candidate));
-    if (!op) {
+    const found = findOperator(term);
+    if (!found) {
       const word = term.toLowerCase();
       tests.push((flat) => Object.values(flat).some((v) => String(v).toLowerCase().includes(word)));
       continue;
     }
-    const [key, value] = [term.slice(0, term.indexOf(op)), term.slice(term.indexOf(op) + op.length)];
-    if (!key || value === "") return { test: () => true, error: `"${term}" needs a key and a value` };
-    tests.push((flat) => {
-      const leaves = Object.keys(flat).filter((path) => path === key || path.endsWith(`.${key}`));
-      return leaves.some((path) => compare(flat[path], op, value));
-    });
+    const { op, at: index } = found;
+    const [key, value] = [term.slice(0, index), term.slice(index + op.length)];
+    if (!key || value === "") return rejected(`"${term}" needs a key and a value`);
+    if (value.startsWith("[") && !value.endsWith("]")) return rejected(`"${term}": a list ends at its "]"`);
+    const list = value.startsWith("[") ? value.slice(1, -1).split(/[\s,]+/).filter(Boolean) : null;
+    if (list && op !== "=" && op !== "!=") return rejected(`"${term}": ${op} cannot compare a list; use = or !=`);
+    if (ORDERING.has(op) && !isNumber(value)) return rejected(`"${term}": ${op} needs a number`);
+    keys.push(key);
+    tests.push((flat, spec) => leavesNamed(Object.keys(flat), key).some((path) => (list
+      ? (op === "=") === sameList(at(spec, path), list)
+      : compare(flat[path], op, value))));
   }
-  return { test: (spec) => tests.every((t) => t(flattenSpec(spec))), error: null };
+  return { test: (spec) => tests.every((t) => t(flattenSpec(spec), spec)), error: null, keys };
+}
+
+/** The keys of ``filter``'s terms that name no leaf of any of ``specs``. */
+export function unknownKeys(filter, specs) {
+  const paths = [...new Set(specs.flatMap((spec) => Object.keys(flattenSpec(spec))))];
+  return [...new Set(filter.keys)].filter((key) => leavesNamed(paths, key).length === 0);
+}
+
+const rejected = (error) => ({ test: () => true, error, keys: [] });
+const isNumber = (text) => text.trim() !== "" && !Number.isNaN(Number(text));
+const leavesNamed = (paths, key) => paths.filter((path) => path === key || path.endsWith(`.${key}`));
+
+/** ``text`` split at spaces and commas outside brackets; {terms, error} (an unclosed "["). */
+function splitTerms(text) {
+  const terms = [];
+  let term = "";
+  let depth = 0;
+  for (const char of text) {
+    if (char === "[") depth += 1;
+    else if (char === "]") depth = Math.max(0, depth - 1);
+    if (depth === 0 && /[\s,]/.test(char)) {
+      if (term) terms.push(term);
+      term = "";
+    } else term += char;
+  }
+  if (depth > 0) return { terms: [], error: `"${term}" needs a closing "]"` };
+  if (term) terms.push(term);
+  return { terms, error: null };
+}
+
+/** The first operator in ``term`` (the longest of those starting there): {op, at} or null. */
+function findOperator(term) {
+  let found = null;
+  for (const op of OPERATORS) {
+    const index = term.indexOf(op);
+    if (index >= 0 && (!found || index < found.at || (index === found.at && op.length > found.op.length))) {
+      found = { op, at: index };
+    }
+  }
+  return found;
+}
+
+/** Whether the leaf ``actual`` is a list with the elements ``wanted`` (strings, compared as
+ * ``compare``'s = does). */
+function sameList(actual, wanted) {
+  return Array.isArray(actual) && actual.length === wanted.length
+    && actual.every((element, i) => compare(element, "=", wanted[i]));
 }
 
 function compare(actual, op, wanted) {
@@ -93,11 +152,9 @@ export function render(container, { params }) {
       state.hp = hpInput.value.trim();
       filter = parseHyperFilter(state.hp);
       setQuery({ hp: state.hp });
-      hpHint.textContent = filter.error ?? "key=value, key<value, key~text; all must hold";
-      hpHint.classList.toggle("error", Boolean(filter.error));
       renderRows();
     }, 200) });
-  const hpHint = h("span", { id: "filter-hp-hint", class: "hint" }, "key=value, key<value, key~text; all must hold");
+  const hpHint = h("span", { id: "filter-hp-hint", class: "hint", "aria-live": "polite" }, HP_HINT);
   const compareButton = h("button", { class: "primary", id: "compare-selected", onclick: () => {
     location.hash = `#/compare?ids=${[...selected].sort((a, b) => a - b).join(",")}`;
   } });
@@ -135,6 +192,16 @@ export function render(container, { params }) {
     return [...state.runs.values()].filter((run) => filter.test(run.spec)).sort((a, b) => b.id - a.id);
   }
 
+  /** Under the hyperparameter field: what is wrong with the filter, or the keys no loaded
+   * run has (its terms then match nothing), or how to write one. */
+  function showFilterHint() {
+    const unknown = state.runs.size ? unknownKeys(filter, [...state.runs.values()].map((run) => run.spec)) : [];
+    const problem = filter.error
+      ?? (unknown.length ? `no run has a setting named ${unknown.map((key) => `"${key}"`).join(" or ")}` : null);
+    hpHint.textContent = problem ?? HP_HINT;
+    hpHint.classList.toggle("error", Boolean(problem));
+  }
+
   function matchesServerFilters(run) {
     return (!state.status || run.status === state.status)
       && (!state.name || run.name.toLowerCase().includes(state.name.toLowerCase()));
@@ -160,6 +227,7 @@ export function render(container, { params }) {
       if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] ?? null);
     });
     if (!state.loaded) return;
+    showFilterHint();
     if (state.count === 0 && !state.status && !state.name) {
       replace(message, "No runs yet. ", h("a", { href: "#/new" }, "Start one"), ".");
     } else if (shown.length === 0) {

@@ -525,6 +525,23 @@ def test_batch_norm_runs_say_their_sharpness_is_the_eval_mode_one(
     assert "batch norm" not in _chart(page, "sharpness")["caption"]
 
 
+def test_batch_norm_runs_say_their_probe_losses_are_the_eval_mode_ones(
+    page, resnet_run, two_runs, screenshots
+):
+    """The probes evaluate in eval mode (running statistics): for a batch-normed model the
+    probe-batch loss can differ from the minibatch loss training sees. Said under the loss
+    chart of a batch-normed run (the ResNet's default), and not under another's."""
+    _goto_charts(page, f"/#/runs/{resnet_run}")
+    page.locator('[data-chart="loss"]').screenshot(path=screenshots / "resnet-loss.png")
+    loss = _chart(page, "loss")
+    assert loss["state"] == "drawn", loss
+    assert "batch norm" in loss["note"] and "eval mode" in loss["note"], loss
+    assert "minibatch" in loss["note"], loss
+    _goto_charts(page, f"/#/runs/{two_runs[0]}")
+    loss = _chart(page, "loss")
+    assert loss["state"] == "drawn" and loss["note"] == "", loss
+
+
 def test_per_layer_charts_keep_their_plot_height_for_deep_models(page, resnet_run, screenshots):
     """One legend entry per parameter tensor (29 for the tiny ResNet) no longer squeezes the
     plot: the plot area keeps most of the panel's height."""
@@ -542,6 +559,31 @@ def test_per_layer_charts_keep_their_plot_height_for_deep_models(page, resnet_ru
         )
         assert shape["entries"] >= 20, (name, shape)
         assert shape["height"] >= 200 and shape["width"] >= 300, (name, shape)
+
+
+LAYER_STYLES = """(charts) => Object.fromEntries(charts.map((chart) => {
+  const plot = document.querySelector(`[data-chart="${chart}"] .plot`);
+  return [chart, plot._fullData.filter((t) => t.showlegend !== false)
+    .map((t) => [t.name, t.line.color, t.line.dash])];
+}))"""
+
+
+def test_per_layer_charts_give_every_tensor_a_style_of_its_own(page, resnet_run):
+    """Past ten tensors the colours do not repeat alone: each of the ResNet's 29 tensors has a
+    colour and dash of its own, the same in every per-layer chart; dotted stays the spectral
+    norm's."""
+    _goto_charts(page, f"/#/runs/{resnet_run}")
+    charts = ("weight_norms", "update_ratios", "grad_norm")
+    styles = page.evaluate(LAYER_STYLES, list(charts))
+    for name in charts:
+        entries = styles[name]
+        pairs = [(colour, dash) for _, colour, dash in entries]
+        assert len(entries) >= 20 and len(set(pairs)) == len(pairs), (name, entries)
+        assert "dot" not in {dash for _, _, dash in entries}, (name, entries)
+    by_tensor = {name: (colour, dash) for name, colour, dash in styles["weight_norms"]}
+    for name in ("update_ratios", "grad_norm"):
+        for tensor, colour, dash in styles[name]:
+            assert by_tensor.get(tensor, (colour, dash)) == (colour, dash), (name, tensor)
 
 
 def test_runs_table_fits_a_laptop_and_says_full_batch(page, dashboard, screenshots):
@@ -638,6 +680,52 @@ def test_runs_table_filters_by_status_name_and_hyperparameter(page, two_runs):
     page.reload()  # the filters are in the URL
     expect(rows).to_have_count(1)
     assert page.locator("#filter-hp").input_value() == "lr<0.1 steps>=80"
+
+
+def test_hyperparameter_filter_matches_lists_and_says_what_it_cannot_match(
+    page, dashboard, two_runs, screenshots
+):
+    """A list in brackets keeps its commas and matches a list-valued setting; an ordering
+    against a word, or a key no loaded run has, is said under the field instead of silently
+    matching nothing; a bare word stays a free-text search."""
+    deep = submit(
+        dashboard,
+        small_spec(name="two hidden layers", model={"name": "mlp", "widths": [64, 64]}, steps=10),
+    )
+    assert wait_for_run(dashboard, deep)["status"] == "completed"
+    low, high = two_runs
+    hp, hint = page.locator("#filter-hp"), page.locator("#filter-hp-hint")
+
+    def row(run_id: int) -> Any:
+        return page.locator(f'#runs-table tr[data-run-id="{run_id}"]')
+
+    page.goto("/#/runs")
+    expect(row(deep)).to_be_visible()
+    for text in ("model.widths=[64,64]", "widths=[64, 64] lr=0.1"):
+        hp.fill(text)
+        expect(row(deep)).to_be_visible()
+        expect(row(low)).to_have_count(0)
+        expect(hint).not_to_have_class(re.compile(r"\berror\b"))
+    hp.fill("widths=[64]")  # the whole list, not its start
+    expect(row(deep)).to_have_count(0)
+    hp.fill("widths!=[64,64]")
+    expect(row(low)).to_be_visible()
+    expect(row(deep)).to_have_count(0)
+
+    hp.fill("lr<abc")
+    expect(hint).to_have_text('"lr<abc": < needs a number')
+    expect(hint).to_have_class(re.compile(r"\berror\b"))
+    hp.fill("bogus_key=3")
+    expect(hint).to_have_text('no run has a setting named "bogus_key"')
+    expect(hint).to_have_class(re.compile(r"\berror\b"))
+    expect(row(high)).to_have_count(0)
+    page.locator(".toolbar").screenshot(path=screenshots / "runs-filter-unknown-key.png")
+    hp.fill("bogus_key")  # a bare word searches the values
+    expect(hint).to_contain_text("all must hold")
+    expect(hint).not_to_have_class(re.compile(r"\berror\b"))
+    # from the URL too, once the runs are loaded
+    page.goto("/#/runs?hp=steps%3D80%20bogus_key%3D3")
+    expect(hint).to_have_text('no run has a setting named "bogus_key"')
 
 
 def test_keyboard_only_selection_and_compare(page, two_runs):
