@@ -1,13 +1,14 @@
-"""A background thread that proves a run's worker is alive and relays cancellation."""
+"""Background threads that prove a worker is alive: per run (and relaying cancellation), and
+per worker process (for ``/health``)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select, update
 
-from dynascope.server.db.models import Run, utcnow
+from dynascope.server.db.models import Run, Worker, utcnow
 from dynascope.server.db.session import get_engine
 
 log = logging.getLogger(__name__)
@@ -57,3 +58,52 @@ class Heartbeat:
             self.stop_reason = "lost"
         elif cancel:
             self.stop_reason = "cancelled"
+
+
+class WorkerPresence:
+    """While running, stamps this worker process's row in ``workers`` every ``interval_s``
+    seconds (creating it first), and removes the row on :meth:`stop`; ``/health`` counts the
+    rows stamped within the heartbeat timeout. A process killed outright leaves its row, which
+    simply goes stale."""
+
+    def __init__(self, name: str, *, device: str, interval_s: float) -> None:
+        self.name = name
+        self.device = device
+        self.interval_s = interval_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="worker-presence", daemon=True)
+
+    def start(self) -> WorkerPresence:
+        self._stamp()  # present before the first interval, or the start fails loudly
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        try:
+            with get_engine().begin() as connection:
+                connection.execute(delete(Worker).where(Worker.name == self.name))
+        except Exception:
+            log.exception("could not remove worker %s from the workers table", self.name)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.interval_s):
+            try:
+                self._stamp()
+            except Exception:  # a database hiccup must not kill the thread
+                log.exception("presence of worker %s failed; retrying", self.name)
+
+    def _stamp(self) -> None:
+        now = utcnow()
+        with get_engine().begin() as connection:
+            stamped = connection.execute(
+                update(Worker).where(Worker.name == self.name).values(last_seen=now)
+            ).rowcount
+            if not stamped:
+                connection.execute(
+                    insert(Worker).values(
+                        name=self.name, device=self.device, started_at=now, last_seen=now
+                    )
+                )

@@ -58,7 +58,12 @@ def finish_run(run_id: int, **values: Any) -> None:
         )
 
 
-def _worker_device(settings: Settings) -> torch.device:
+def worker_name() -> str:
+    """This worker process's name, ``host:pid``: on the runs it claims and in ``workers``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_device(settings: Settings) -> torch.device:
     if settings.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(settings.device)
@@ -70,7 +75,7 @@ def execute_run(run_id: int, *, settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
-    raw_spec = claim_run(run_id, worker=f"{socket.gethostname()}:{os.getpid()}")
+    raw_spec = claim_run(run_id, worker=worker_name())
     if raw_spec is None:
         log.info("run %s is not queued; skipping", run_id)
         return "skipped"
@@ -85,7 +90,7 @@ def execute_run(run_id: int, *, settings: Settings | None = None) -> str:
                 RunSpec.model_validate(raw_spec),
                 recorder=recorder,
                 data_dir=settings.data_dir,  # type: ignore[arg-type]
-                device=_worker_device(settings),
+                device=worker_device(settings),
                 limits=settings.limits,
                 should_stop=lambda: heartbeat.stop_reason is not None or SHUTDOWN.is_set(),
             )

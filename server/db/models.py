@@ -139,3 +139,16 @@ class Snapshot(Base):
     step: Mapped[int] = mapped_column(Integer, primary_key=True)
     n_params: Mapped[int] = mapped_column(Integer)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Worker(Base):
+    """A worker process as it last reported itself: it stamps ``last_seen`` every heartbeat
+    interval while it runs and removes its row when it stops, so ``/health`` can say how many
+    workers are alive (a queue with none is otherwise silent)."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid
+    device: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -65,6 +65,8 @@ def test_two_workers_share_the_runs(deployment):
     assert len(workers) == 2, workers  # both worker processes took runs
     health = httpx.get(f"{base}/api/v1/health").json()
     assert health["database"]["ok"] and health["broker"]["ok"]
+    assert health["workers"]["alive"] == 2
+    assert {worker["name"] for worker in health["workers"]["list"]} == workers
 
 
 def test_a_killed_worker_does_not_leave_its_run_running(deployment):

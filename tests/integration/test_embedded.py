@@ -211,6 +211,8 @@ def test_a_killed_worker_is_replaced_and_its_run_failed(tmp_path):
             p for p in processes_with_setting("DYNASCOPE_HOME", str(home)) if p != process.pid
         ]
         assert len(workers) == 1 and workers != [worker]
+        alive = httpx.get(f"{base}/api/v1/health").json()["workers"]
+        assert alive["alive"] == 1 and alive["list"][0]["name"].endswith(f":{workers[0]}")
 
 
 def test_two_instances_with_different_homes_do_not_touch(embedded, tmp_path):

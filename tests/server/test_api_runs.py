@@ -267,6 +267,38 @@ def test_health_reports_database_and_broker(client):
     body = client.get("/api/v1/health").json()
     assert body["status"] == "ok"
     assert body["database"]["ok"] and body["broker"]["ok"]
+    assert body["workers"] == {"alive": 0, "list": []}  # no worker here: said, still healthy
+
+
+def test_health_counts_the_workers_alive(client):
+    """A worker's presence is in /health from its start to its stop; a row stamped longer ago
+    than the heartbeat timeout (a worker killed outright) no longer counts."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from dynascope.server.db.models import Worker, utcnow
+    from dynascope.server.db.session import get_engine
+    from dynascope.worker.heartbeat import WorkerPresence
+
+    presence = WorkerPresence("host-a:1", device="cpu", interval_s=0.05).start()
+    stale = WorkerPresence("host-b:2", device="cuda:0", interval_s=60).start()
+    try:
+        with get_engine().begin() as connection:
+            connection.execute(
+                update(Worker)
+                .where(Worker.name == "host-b:2")
+                .values(last_seen=utcnow() - timedelta(hours=1))
+            )
+        body = client.get("/api/v1/health").json()
+        assert body["workers"]["alive"] == 1
+        (alive,) = body["workers"]["list"]
+        assert alive["name"] == "host-a:1" and alive["device"] == "cpu"
+        assert alive["last_seen"] >= alive["started_at"]
+    finally:
+        presence.stop()
+        stale.stop()
+    assert client.get("/api/v1/health").json()["workers"]["alive"] == 0
 
 
 def test_health_reports_an_unreachable_broker(embedded_home, monkeypatch):
