@@ -26,6 +26,7 @@ from dynascope.server.schemas.data_specs import DATA_SPECS
 from dynascope.server.schemas.model_specs import MODEL_SPECS
 from dynascope.server.schemas.optimizer_specs import OPTIMIZER_SPECS
 from dynascope.server.services.runs import reap_stale_runs
+from dynascope.server.services.workers import forget_stale_workers
 from dynascope.server.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ async def _dynascope_error(_request: Request, error: DynascopeError) -> JSONResp
 async def _reap_forever(settings: Settings) -> None:
     def reap() -> list[int]:
         with session_scope() as session:
+            # workers killed outright left their rows: forget them after ten timeouts
+            forget_stale_workers(session, older_than_s=10 * settings.heartbeat_timeout_s)
             return reap_stale_runs(session, timeout_s=settings.heartbeat_timeout_s)
 
     while True:

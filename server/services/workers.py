@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from dynascope.server.db.models import Worker, utcnow
@@ -27,3 +27,10 @@ def live_workers(session: Session, *, timeout_s: float) -> list[dict[str, Any]]:
         }
         for row in rows
     ]
+
+
+def forget_stale_workers(session: Session, *, older_than_s: float) -> int:
+    """Delete the rows of workers not seen for ``older_than_s`` seconds (processes killed
+    outright, which could not remove their own); returns how many."""
+    since = utcnow() - timedelta(seconds=older_than_s)
+    return session.execute(delete(Worker).where(Worker.last_seen < since)).rowcount

@@ -275,10 +275,11 @@ def test_health_counts_the_workers_alive(client):
     than the heartbeat timeout (a worker killed outright) no longer counts."""
     from datetime import timedelta
 
-    from sqlalchemy import update
+    from sqlalchemy import select, update
 
     from dynascope.server.db.models import Worker, utcnow
-    from dynascope.server.db.session import get_engine
+    from dynascope.server.db.session import get_engine, session_scope
+    from dynascope.server.services.workers import forget_stale_workers
     from dynascope.worker.heartbeat import WorkerPresence
 
     presence = WorkerPresence("host-a:1", device="cpu", interval_s=0.05).start()
@@ -295,6 +296,9 @@ def test_health_counts_the_workers_alive(client):
         (alive,) = body["workers"]["list"]
         assert alive["name"] == "host-a:1" and alive["device"] == "cpu"
         assert alive["last_seen"] >= alive["started_at"]
+        with session_scope() as session:
+            assert forget_stale_workers(session, older_than_s=600) == 1  # host-b only
+            assert [w.name for w in session.scalars(select(Worker))] == ["host-a:1"]
     finally:
         presence.stop()
         stale.stop()
