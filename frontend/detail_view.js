@@ -1,11 +1,13 @@
 // One run: header (status, progress, error), its spec, and every chart (charts.js). A run
-// that is queued or running follows GET /api/v1/runs/{id}/events and redraws as it trains.
+// that is queued or running follows GET /api/v1/runs/{id}/events and redraws as it trains; a
+// queued one says so when no worker is running.
 import { api, follow } from "./api.js";
 import { mountChart } from "./chart_mount.js";
 import { CHARTS, GROUPS } from "./charts.js";
 import { h, replace } from "./dom.js";
 import { ACTIVE, duration, keyHyperparameters, progressBar, sentence, statusBadge, when } from "./format.js";
 import { loadPlotly, pointsFor, preferPlotly, webglAvailable } from "./plotting.js";
+import { workerNotice } from "./worker_notice.js";
 
 const REDRAW_EVERY_MS = 2500;
 // Spectra are drawn as columns over steps (heatmaps, lines per index): the server keeps at most
@@ -51,6 +53,10 @@ export function render(container, { id }) {
   const charts = CHARTS.map((def) => mountChart(def, { onRetry: () => refresh() }));
   const head = h("div");
   const ctx = { run: null, metrics: null, spectra: null, landscapes: null, trajectory: null, errors: {}, unavailable: {}, loading: new Set() };
+  const notice = workerNotice({
+    queuedRuns: () => (ctx.run?.status === "queued" ? 1 : 0),
+    waiting: () => "this run waits in the queue",
+  });
 
   function renderHead(run) {
     const hyper = keyHyperparameters(run.spec);
@@ -79,6 +85,7 @@ export function render(container, { id }) {
     }
     replace(head,
       h("div", { class: "run-head" }, h("h1", {}, run.name || `Run #${run.id}`), statusBadge(run), progressBar(run), actions),
+      notice.element,
       h("ul", { class: "facts" },
         h("li", {}, "run ", h("b", {}, `#${run.id}`)),
         h("li", {}, "model ", h("b", {}, hyper.model)),
@@ -157,8 +164,10 @@ export function render(container, { id }) {
 
   function onRun(run) {
     if (disposed) return;
-    const advanced = run.step !== ctx.run.step || run.status !== ctx.run.status;
+    const moved = run.status !== ctx.run.status;
+    const advanced = moved || run.step !== ctx.run.step;
     ctx.run = run;
+    if (moved) notice.check();
     renderHead(run);
     if (!advanced) return;
     const wait = Math.max(0, REDRAW_EVERY_MS - (performance.now() - lastDraw));
@@ -183,6 +192,7 @@ export function render(container, { id }) {
     for (const chart of charts.filter((c) => !(c.def.needs ?? []).length)) chart.draw(ctx);
     if (ACTIVE.has(ctx.run.status)) {
       stop = follow(`/runs/${id}/events`, {
+        open: () => notice.check(), // and again at each reconnection, every few seconds
         run: onRun,
         end: (run) => { onRun(run); clearTimeout(timer); refresh(); },
         deleted: () => { if (!disposed) replace(container, h("p", { class: "banner" }, `Run #${id} was deleted.`)); },

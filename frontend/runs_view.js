@@ -1,5 +1,6 @@
 // The runs table: filters (status and name on the server, hyperparameters here), selection
-// for comparison, live updates from the server-sent event stream GET /api/v1/events.
+// for comparison, live updates from the server-sent event stream GET /api/v1/events, and a
+// notice when runs are queued and no worker is running.
 import { api, follow } from "./api.js";
 import { debounce, h, replace } from "./dom.js";
 import {
@@ -7,6 +8,7 @@ import {
   statusBadge, when,
 } from "./format.js";
 import { setQuery, takeFlash } from "./router.js";
+import { workerNotice } from "./worker_notice.js";
 
 const PAGE = 100;
 const HP_HINT = "key=value, key<value, key~text, key=[a,b]; all must hold";
@@ -173,12 +175,18 @@ export function render(container, { params }) {
     h("thead", {}, h("tr", {}, COLUMNS.map(([label, cls], i) => h("th", { class: cls, scope: "col" }, i === 0 ? selectAll : label)))),
     tbody);
   const more = h("button", { hidden: true, onclick: () => { state.limit += PAGE; load(); } }, "Show more runs");
+  // every queued run counts, whatever the filters show
+  const notice = workerNotice({
+    queuedRuns: () => api.get("/runs?status=queued&limit=1").then((body) => body.count),
+    waiting: (n) => (n === 1 ? "1 queued run waits" : `${n} queued runs wait`),
+  });
 
   replace(container,
     h("div", { class: "run-head" }, h("h1", {}, "Runs"),
       h("div", { class: "actions" }, h("a", { class: "button", href: "#/new" }, "New run"))),
     flash?.runId ? h("p", { class: "banner ok", role: "status" }, `Run #${flash.runId} submitted; it updates live below. `,
       h("a", { href: `#/runs/${flash.runId}` }, "Open it")) : null,
+    notice.element,
     h("div", { class: "toolbar", role: "search" },
       h("label", {}, "Status", statusSelect),
       h("label", {}, "Name", nameInput),
@@ -315,12 +323,25 @@ export function render(container, { params }) {
     else renderRows();
   }
 
+  // Each active run's last status the stream sent, whatever the filters: a run queued, or
+  // leaving the queue, has the worker notice read /health again (as does each reconnection,
+  // every few seconds), so it appears for a run queued with no worker and goes once one starts.
+  const streamed = new Map();
   const stop = follow("/events", {
-    run: upsert,
+    run: (run) => {
+      const before = streamed.get(run.id);
+      if (ACTIVE.has(run.status)) streamed.set(run.id, run.status);
+      else streamed.delete(run.id);
+      if (run.status !== before && (run.status === "queued" || before === "queued")) notice.check();
+      upsert(run);
+    },
     deleted: ({ id }) => {
+      if (streamed.get(id) === "queued") notice.check();
+      streamed.delete(id);
       if (state.runs.delete(id)) { state.count -= 1; renderRows(); }
     },
     open: (reconnected) => {
+      notice.check();
       // Runs that finished while the stream was reconnecting: read the page again.
       if (reconnected && [...state.runs.values()].some((run) => ACTIVE.has(run.status))) load();
     },

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.integration.processes import dynascope_process, environment, free_port, wait_for_api
@@ -38,6 +40,13 @@ def _unavailable(reason: str) -> None:
     if REQUIRE_BROWSER:
         pytest.fail(f"{reason}, and DYNASCOPE_REQUIRE_BROWSER=1 says browser tests must run")
     pytest.skip(reason)
+
+
+def submit(base: str, spec: dict[str, Any]) -> int:
+    """Submit a run to the API at ``base``; its id."""
+    response = httpx.post(f"{base}/api/v1/runs", json=spec)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +89,14 @@ def screenshots(tmp_path_factory) -> Path:
 def page(browser, dashboard) -> Iterator[Any]:
     """A fresh laptop-sized page on the dashboard. The test fails on any JavaScript error;
     ``page.requests`` lists the URLs it asked for."""
-    context = browser.new_context(viewport={"width": 1366, "height": 768}, base_url=dashboard)
+    with dashboard_page(browser, dashboard) as page:
+        yield page
+
+
+@contextmanager
+def dashboard_page(browser: Any, base: str) -> Iterator[Any]:
+    """A fresh laptop-sized page on the dashboard at ``base``, as the ``page`` fixture's."""
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, base_url=base)
     page = context.new_page()
     errors: list[str] = []
     page.requests = []  # type: ignore[attr-defined]
@@ -94,6 +110,8 @@ def page(browser, dashboard) -> Iterator[Any]:
         ),
     )
     page.on("request", lambda request: page.requests.append(request.url))
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
     assert not errors, errors

@@ -15,6 +15,7 @@ try:
 except ImportError:  # the browser fixture skips (or fails) every test, saying why
     expect = None
 
+from tests.browser.conftest import submit
 from tests.integration.processes import small_spec, wait_for_run
 
 pytestmark = pytest.mark.integration
@@ -53,12 +54,6 @@ CHART_STATES = """() => Object.fromEntries([...document.querySelectorAll("[data-
 def field(page: Any, path: str) -> Any:
     """The input (or select) of the form field named ``path`` ("model.widths")."""
     return page.locator(f'[data-field="{path}"]').locator("input, select").first
-
-
-def submit(base: str, spec: dict[str, Any]) -> int:
-    response = httpx.post(f"{base}/api/v1/runs", json=spec)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +116,9 @@ def test_submit_through_the_form_and_watch_it_complete_live(page, screenshots):
     assert len(seen) >= 2 and seen[0] in {"queued", "running"} and seen[-1] == "completed", seen
     assert page.evaluate("window.notReloaded") is True  # updated live, not reloaded
     assert any(url.endswith("/api/v1/events") for url in page.requests)  # server-sent events
+    # its worker is alive: the page read /health, and says nothing about workers
+    expect(page.locator("#no-worker")).to_have_attribute("data-workers-alive", "1")
+    expect(page.locator("#no-worker")).to_be_hidden()
     page.screenshot(path=screenshots / "runs.png", full_page=True)
 
     created = page.evaluate(f"fetch('/api/v1/runs/{run_id}').then((r) => r.json())")
