@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from sqlalchemy import delete, insert, select, update
 
@@ -40,11 +41,7 @@ class Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
-        while not self._done.wait(self.interval_s):
-            try:
-                self._beat_once()
-            except Exception:  # a database hiccup must not kill the thread
-                log.exception("heartbeat of run %s failed; retrying", self.run_id)
+        _every(self.interval_s, self._done, self._beat_once, f"heartbeat of run {self.run_id}")
 
     def _beat_once(self) -> None:
         with get_engine().begin() as connection:
@@ -89,11 +86,7 @@ class WorkerPresence:
             log.exception("could not remove worker %s from the workers table", self.name)
 
     def _beat(self) -> None:
-        while not self._done.wait(self.interval_s):
-            try:
-                self._stamp()
-            except Exception:  # a database hiccup must not kill the thread
-                log.exception("presence of worker %s failed; retrying", self.name)
+        _every(self.interval_s, self._done, self._stamp, f"presence of worker {self.name}")
 
     def _stamp(self) -> None:
         now = utcnow()
@@ -107,3 +100,13 @@ class WorkerPresence:
                         name=self.name, device=self.device, started_at=now, last_seen=now
                     )
                 )
+
+
+def _every(interval_s: float, done: threading.Event, action: Callable[[], None], what: str) -> None:
+    """Call ``action`` every ``interval_s`` seconds until ``done`` is set; an error is logged
+    and the next call made as planned (a database hiccup must not kill the thread)."""
+    while not done.wait(interval_s):
+        try:
+            action()
+        except Exception:
+            log.exception("%s failed; retrying", what)
