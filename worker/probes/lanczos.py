@@ -409,9 +409,7 @@ def lanczos_top_eigenpairs(
     )
 
 
-def _kato_temple(
-    thetas: Tensor, residuals: Tensor, chosen: Tensor, trust: float = math.inf
-) -> Tensor:
+def _kato_temple(thetas: Tensor, residuals: Tensor, chosen: Tensor, trust: float) -> Tensor:
     """For the Ritz values ``thetas[chosen]`` (all of them sorted ascending, with their
     residuals): ``min(r, r²/δ)``, ``δ`` the gap to the adjacent Ritz values less their
     residuals, where positive and where ``r ≤ trust·|θ|`` (Kato-Temple; see
