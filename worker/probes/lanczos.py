@@ -127,8 +127,10 @@ class _LanczosProcess:
         j = self.steps
         current = self.basis[j]
         # α and β accumulated in float64 even for float32 operators: in float32 the rounding
-        # of these dot products, not of the products themselves, limits the eigenvalues.
-        alpha = torch.dot(current.double(), product.double()).item()
+        # of these sums, not of the products themselves, limits the eigenvalues. The terms of
+        # α are products in the operator's precision, rounded as A q_j's entries already are
+        # (as accurate as converting both vectors first, measured, and cheaper).
+        alpha = torch.mul(current, product).sum(dtype=torch.float64).item()
         product = torch.add(product, current, alpha=-alpha)  # a new tensor: ours to update
         if j > 0:
             product.add_(self.basis[j - 1], alpha=-self.betas[j - 1])
@@ -140,7 +142,7 @@ class _LanczosProcess:
         self.broken_down = beta <= _epsilon(self.operator.dtype) ** BREAKDOWN_EXPONENT * self.scale
         if not self.broken_down and j + 1 < self.operator.size:
             self._ensure_capacity(j + 2)
-            self.basis[j + 1] = product / beta
+            torch.div(product, beta, out=self.basis[j + 1])
 
     def restart(self, generator: torch.Generator) -> bool:
         """After a (near) breakdown: continue from a random vector orthogonal to the basis, the
@@ -163,12 +165,12 @@ class _LanczosProcess:
         vectors, and its norm after: a classical Gram-Schmidt pass, and a second one only when
         the first removed most of the vector."""
         basis = self.basis[:count]
-        before = torch.linalg.vector_norm(vector, dtype=torch.float64).item()
+        before = _norm(vector)
         vector.addmv_(basis.T, basis @ vector, alpha=-1)
-        after = torch.linalg.vector_norm(vector, dtype=torch.float64).item()
+        after = _norm(vector)
         if after < REORTHOGONALISATION_RATIO * before:
             vector.addmv_(basis.T, basis @ vector, alpha=-1)
-            after = torch.linalg.vector_norm(vector, dtype=torch.float64).item()
+            after = _norm(vector)
         return vector, after
 
     def _ensure_capacity(self, rows: int) -> None:
@@ -499,6 +501,13 @@ def gaussian_vector(operator: SymmetricOperator, generator: torch.Generator) -> 
     operator's device and dtype."""
     vector = torch.randn(operator.size, generator=generator, dtype=torch.float64)
     return vector.to(operator.device, operator.dtype)
+
+
+def _norm(vector: Tensor) -> float:
+    """``‖vector‖`` accumulated in float64: in float32 the rounding of this sum alone made
+    the top Hessian eigenvalues of the benchmark CNN 10x less accurate (1e-6 against 1e-7),
+    and the squares of a diverging network's products overflow."""
+    return torch.linalg.vector_norm(vector, dtype=torch.float64).item()
 
 
 def _epsilon(dtype: torch.dtype) -> float:
