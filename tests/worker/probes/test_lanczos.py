@@ -153,6 +153,29 @@ def test_repeated_eigenvalues_are_found_with_their_multiplicity() -> None:
         assert_eigenpairs(matrix, result, expected(matrix, 5, which))
 
 
+def test_a_warm_start_keeps_the_copies_of_a_repeated_eigenvalue_it_was_given() -> None:
+    # A linear model with two outputs has every Hessian eigenvalue twice (Σ ⊗ I₂). With many
+    # distinct eigenvalues the Krylov space of one vector converges long before it could
+    # become invariant, so no restart shows the second copy. Warm-started from both copies
+    # (the previous probe's eigenvectors, plus the default noise), the start holds a single
+    # direction of each eigenspace; the other lies outside the space built and is looked at
+    # before stopping. Before that, k=2 stopped after 8 products at [5, 3], "converged".
+    values = torch.cat([torch.tensor([5.0, 3.0, 2.0]), torch.linspace(0.0, 1.0, 297)])
+    matrix = torch.kron(with_spectrum(values, seed=14), torch.eye(2, dtype=torch.float64))
+    _, vectors = torch.linalg.eigh(matrix)
+    for k in (2, 4):
+        warm = lanczos_top_eigenpairs(DenseSymmetricOperator(matrix), k, start=vectors[:, -k:])
+        exact = expected(matrix, k, "largest")
+        assert warm.converged
+        assert ((warm.eigenvalues - exact).abs() / exact).max().item() < LANCZOS_TOLERANCE
+        found = warm.eigenvectors
+        assert (found.T @ found - torch.eye(k, dtype=torch.float64)).abs().max() < 1e-10
+        # The coupling dropped to look elsewhere was not small: the reported residuals are
+        # then bounds (the triangle inequality), no longer equalities.
+        residuals = torch.linalg.vector_norm(matrix @ found - found * warm.eigenvalues, dim=0)
+        assert (residuals <= warm.residuals + 1e-12).all()
+
+
 def test_low_rank_operator_and_zero_operator() -> None:
     # A null space of dimension 42 under 8 distinct positive eigenvalues.
     matrix = with_spectrum([0.0] * 42 + [float(v) for v in range(1, 9)], seed=13)
