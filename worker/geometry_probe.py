@@ -96,11 +96,11 @@ def measure_landscapes(
     for step, centre in sorted(checkpoints.items()):
         out = results.setdefault(step, ProbeMeasurement())
         if options.plane == "pca":
-            if snapshots is None or pca is None or pca.components.shape[0] < 2:
-                continue  # fewer than three distinct snapshots: no plane to draw
-            plane = pca_plane(model, loss_fn, snapshots, train, test, centre=centre, pca=pca,
-                              **common)  # fmt: skip
-            _add(out, "landscape_pca", plane, options, steps=snapshot_steps)
+            # fewer than three distinct snapshots: no plane to draw, but the slices still are
+            if snapshots is not None and pca is not None and pca.components.shape[0] >= 2:
+                plane = pca_plane(model, loss_fn, snapshots, train, test, centre=centre,
+                                  pca=pca, **common)  # fmt: skip
+                _add(out, "landscape_pca", plane, options, steps=snapshot_steps)
         else:
             generator = torch.Generator().manual_seed(options.seed)
             plane = random_plane(model, loss_fn, train, test, generator=generator,
