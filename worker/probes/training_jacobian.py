@@ -105,7 +105,7 @@ def training_jacobian(
             f" max_parameters={max_parameters} (the matrix is P × P and costs P forward-mode"
             " passes through training): probe a smaller model or raise the limit"
         )
-    buffers = buffers_of(model, copy=model.training)
+    buffers = _replay_buffers(model)
     start = torch.cat([tensor.reshape(-1) for tensor in point.values()])
 
     def loss_at(flat: Tensor) -> Tensor:
@@ -136,6 +136,21 @@ def training_jacobian(
         jacobian[:, first:last] = tangents.T
         end = ends[0]  # the primal is not batched: the same end point in every row
     return TrainingJacobian(jacobian=jacobian, end=end)
+
+
+def _replay_buffers(model: nn.Module) -> dict[str, Tensor | None]:
+    """The buffers for the replay: the model's own in eval mode; in train mode, copies, with
+    batch norm's running statistics left out (``None``). A train-mode batch norm normalises
+    with the batch's statistics whatever the running ones are, and would update those in
+    place, which ``torch.func``'s transforms refuse for a tensor they did not create; without
+    them it computes the same outputs and updates nothing."""
+    buffers: dict[str, Tensor | None] = dict(buffers_of(model, copy=model.training))
+    if model.training:
+        for prefix, module in model.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                for name, _ in module.named_buffers(recurse=False):
+                    buffers[f"{prefix}.{name}" if prefix else name] = None
+    return buffers
 
 
 def training_jacobian_spectrum(

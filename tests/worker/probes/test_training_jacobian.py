@@ -153,6 +153,32 @@ def test_tanh_mlp_matches_central_differences() -> None:
         assert error.item() < FINITE_DIFFERENCES
 
 
+def test_batch_norm_in_train_mode_replays_with_batch_statistics() -> None:
+    # a train-mode batch norm updates its running statistics in place, which torch.func's
+    # transforms refuse; the replay normalises with the batch's statistics, as the run did
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2))
+    model = model.double().train()
+    _, inputs, targets = tanh_mlp()
+    lr, steps, epsilon = 0.2, 5, 1e-5
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    replay = training_jacobian(
+        model, half_mean_squared_error, inputs, targets, lr=lr, steps=steps, chunk_size=7
+    )
+    for name, b in model.named_buffers():  # the replay moved no running statistic
+        assert torch.equal(b, buffers[name])
+    start = parameters_to_vector(model.parameters()).detach()
+    end = descend_by_hand(model, start.clone(), inputs, targets, lr, steps)
+    torch.testing.assert_close(replay.end, end, rtol=0, atol=EXACT)
+    direction = torch.randn(start.numel(), generator=torch.Generator().manual_seed(6),
+                            dtype=torch.float64)  # fmt: skip
+    plus = descend_by_hand(model, start + epsilon * direction, inputs, targets, lr, steps)
+    minus = descend_by_hand(model, start - epsilon * direction, inputs, targets, lr, steps)
+    product = replay.jacobian @ direction
+    error = torch.linalg.vector_norm(product - (plus - minus) / (2 * epsilon))
+    assert (error / torch.linalg.vector_norm(product)).item() < FINITE_DIFFERENCES
+
+
 def test_parameter_limit() -> None:
     model, inputs, targets = tanh_mlp()
     with pytest.raises(ValueError, match="max_parameters=31"):
