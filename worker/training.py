@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from dynascope.server.errors import InvalidSpecError
+from dynascope.server.schemas.data_specs import ExampleShape
 from dynascope.server.schemas.run_spec import (
     RunSpec,
     check_batch_sizes,
@@ -365,7 +366,8 @@ def train(
     started = time.perf_counter()
     torch.manual_seed(spec.seed)
     data = load_dataset(spec.data, data_dir=data_dir)
-    check_batch_sizes(spec, len(data.x_train), located=False)  # file datasets: known only now
+    shape = ExampleShape(data.input_shape, data.num_outputs, data.input_kind, data.vocab_size)
+    check_batch_sizes(spec, len(data.x_train), located=False, shape=shape)  # files: known now
     model = build_model(spec.model, data).to(device)
     data = images_in_preferred_format(data, model)
     n_params = count_parameters(model)

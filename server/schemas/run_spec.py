@@ -15,7 +15,7 @@ from pydantic import (
 
 from dynascope.server.errors import InvalidSpecError
 from dynascope.server.schemas.base import StrictModel, check_at_most, field_error, limits
-from dynascope.server.schemas.data_specs import DataSpec, input_kind
+from dynascope.server.schemas.data_specs import DataSpec, ExampleShape, input_kind
 from dynascope.server.schemas.model_specs import ModelSpec
 from dynascope.server.schemas.optimizer_specs import GDSpec, OptimizerSpec
 from dynascope.server.settings import Limits
@@ -41,15 +41,32 @@ class HessianProbeSpec(StrictModel):
     min_eigenvalue: bool = Field(False, description="also the smallest (most negative) one")
     trace: bool = Field(False, description="Hutch++ estimate of the trace, with standard error")
     trace_matvecs: int = Field(
-        48, ge=3, le=1000, description="products spent on the trace (≥36 for a reliable SE)"
+        48, ge=6, le=1000, description="products spent on the trace (≥36 for a reliable SE)"
     )
     density: bool = Field(False, description="spectral density by stochastic Lanczos quadrature")
     density_steps: int = Field(30, ge=5, le=300, description="Lanczos steps per density probe")
     density_probes: int = Field(4, ge=1, le=64, description="random vectors for the density")
-    density_points: int = Field(200, ge=10, le=2000, description="grid points of the density")
+    density_points: int = Field(
+        200,
+        ge=22,
+        le=2000,
+        description="grid points of the density (its broadening is 2·range/(points − 21))",
+    )
     chunk_size: int = Field(
         1024, ge=1, le=65536, description="probe examples per chunk (bounds memory)"
     )
+
+    @model_validator(mode="after")
+    def _iterations_cover_top_k(self) -> HessianProbeSpec:
+        if self.max_iterations < self.top_k:
+            raise field_error(
+                "HessianProbeSpec",
+                ("max_iterations",),
+                f"Lanczos finds at most one eigenvalue per iteration: max_iterations "
+                f"({self.max_iterations}) must be at least top_k ({self.top_k})",
+                self.max_iterations,
+            )
+        return self
 
     @model_validator(mode="after")
     def _ggn_is_psd(self) -> HessianProbeSpec:
@@ -196,6 +213,7 @@ class RunSpec(StrictModel):
         self._check_batch_sizes()
         self._check_warmup()
         self._check_training_jacobian()
+        self._check_trajectory()
         self._check_landscape()
         self._check_sizes()
         return self
@@ -274,16 +292,47 @@ class RunSpec(StrictModel):
                 self.model.dropout,  # type: ignore[union-attr]
             )
 
+    def _check_trajectory(self) -> None:
+        """The PCA of the snapshots needs at least three of them (two snapshots have one
+        direction of variation, and the worker would store nothing)."""
+        trajectory = self.probes.trajectory
+        if trajectory is None:
+            return
+        every = trajectory.snapshot_every
+        taken = snapshot_steps(self.steps, every)
+        if len(taken) >= 3:
+            return
+        fits = (
+            f"use snapshot_every at most {self.steps - 1}"
+            if self.steps >= 2
+            else "a run of one step has only two; use steps 2 or more"
+        )
+        raise _error(
+            ("probes", "trajectory", "snapshot_every"),
+            f"snapshot_every {every} of {self.steps} steps takes {len(taken)} snapshots (steps "
+            f"{', '.join(map(str, taken))}), and the trajectory's PCA needs at least 3: {fits}",
+            every,
+        )
+
     def _check_landscape(self) -> None:
         landscape = self.probes.landscape
         if landscape is None:
             return
-        if landscape.plane == "pca" and self.probes.trajectory is None:
+        trajectory = self.probes.trajectory
+        if landscape.plane == "pca" and trajectory is None:
             raise _error(
                 ("probes", "landscape", "plane"),
                 'the "pca" plane is spanned by the trajectory\'s principal directions: enable '
                 'probes.trajectory, or use plane "random"',
                 landscape.plane,
+            )
+        if landscape.plane == "pca" and trajectory is not None and trajectory.components < 2:
+            raise _error(
+                ("probes", "trajectory", "components"),
+                'the "pca" landscape plane is spanned by the top two principal directions, '
+                f"but probes.trajectory.components is {trajectory.components}: use 2 or more, "
+                'or plane "random"',
+                trajectory.components,
             )
         for index, step in enumerate(landscape.checkpoints or ()):
             if step > self.steps:
@@ -314,11 +363,14 @@ class RunSpec(StrictModel):
             check_snapshots(count, self.steps, trajectory.snapshot_every, bounds, located=True)
 
 
-def check_batch_sizes(spec: RunSpec, train_size: int, *, located: bool) -> None:
+def check_batch_sizes(
+    spec: RunSpec, train_size: int, *, located: bool, shape: ExampleShape | None = None
+) -> None:
     """Refuse a ``probes.batch_size`` or a ``data.batch_size`` larger than the ``train_size``
     training examples (both are drawn from them; gradient descent, which takes all of them,
-    is exempt from the second): a 422 at the field, or an ``InvalidSpecError`` when the
-    worker finds it once it has read the data files."""
+    is exempt from the second), and a minibatch that leaves batch norm a single value per
+    channel (``shape``: the examples' shape, default the data spec's): a 422 at the field, or
+    an ``InvalidSpecError`` when the worker finds it once it has read the data files."""
     if spec.probes.batch_size > train_size:
         raise _limit_error(
             ("probes", "batch_size"),
@@ -327,14 +379,44 @@ def check_batch_sizes(spec: RunSpec, train_size: int, *, located: bool) -> None:
             spec.probes.batch_size,
             located,
         )
-    if isinstance(spec.optimizer, GDSpec) or spec.data.batch_size <= train_size:
+    full_batch = isinstance(spec.optimizer, GDSpec)
+    if not full_batch and spec.data.batch_size > train_size:
+        raise _limit_error(
+            ("data", "batch_size"),
+            f"data.batch_size ({spec.data.batch_size}) is larger than the training set "
+            f'({train_size} examples): use at most {train_size}, or optimizer "gd" for '
+            "full-batch gradient descent",
+            spec.data.batch_size,
+            located,
+        )
+    _check_batch_norm_minibatch(spec, train_size if full_batch else spec.data.batch_size,
+                                located=located, shape=shape)  # fmt: skip
+
+
+def _check_batch_norm_minibatch(
+    spec: RunSpec, minibatch: int, *, located: bool, shape: ExampleShape | None
+) -> None:
+    """Batch norm in train mode normalises each channel over the minibatch (and an image's
+    positions); PyTorch refuses a single value per channel, so such a run would fail at its
+    first step."""
+    shape = shape or spec.data.example_shape()
+    if shape is None or not getattr(spec.model, "batch_norm", False):
         return
+    from dynascope.worker.registry.models import batch_norm_minibatch_error  # torch
+
+    error = batch_norm_minibatch_error(spec.model, shape, minibatch)
+    if error is None:
+        return
+    where: tuple[str, ...] = ("data", "batch_size")
+    fix = "use data.batch_size 2 or more, or model.batch_norm false"
+    if isinstance(spec.optimizer, GDSpec):
+        where, fix = ("model", "batch_norm"), "use a larger training set, or model.batch_norm false"
     raise _limit_error(
-        ("data", "batch_size"),
-        f"data.batch_size ({spec.data.batch_size}) is larger than the training set "
-        f'({train_size} examples): use at most {train_size}, or optimizer "gd" for '
-        "full-batch gradient descent",
-        spec.data.batch_size,
+        where,
+        f"batch norm in training mode normalises each channel over the minibatch, and a "
+        f"minibatch of {minibatch} example{'s' if minibatch != 1 else ''} leaves it a single "
+        f"value per channel (PyTorch: {error}): {fix}",
+        spec.model.batch_norm,  # type: ignore[union-attr]
         located,
     )
 

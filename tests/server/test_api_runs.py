@@ -97,6 +97,47 @@ def test_submit_queues_a_run(client):
             "probes.landscape.plane",
             "enable probes.trajectory",
         ),
+        (  # two snapshots (steps 0 and 20): the PCA would silently store nothing
+            _with(probes__trajectory={"snapshot_every": 20}),
+            "probes.trajectory.snapshot_every",
+            "needs at least 3: use snapshot_every at most 19",
+        ),
+        (
+            _with(steps=1, probes__trajectory={"snapshot_every": 1}),
+            "probes.trajectory.snapshot_every",
+            "use steps 2 or more",
+        ),
+        (  # one component: the "pca" plane would silently be left out
+            _with(
+                probes__trajectory={"snapshot_every": 5, "components": 1},
+                probes__landscape={"plane": "pca"},
+            ),
+            "probes.trajectory.components",
+            "use 2 or more",
+        ),
+        (  # the worker would fail at step 0 with PyTorch's "Expected more than 1 value"
+            _with(model__batch_norm=True, data__batch_size=1),
+            "data.batch_size",
+            "a minibatch of 1 example leaves it a single value per channel",
+        ),
+        (  # 8x8 digits pooled to 1x1 before the fourth stage's batch norm
+            _with(
+                model={"name": "cnn", "channels": [4, 4, 4, 4], "batch_norm": True},
+                data__batch_size=1,
+            ),
+            "data.batch_size",
+            "use data.batch_size 2 or more, or model.batch_norm false",
+        ),
+        (
+            _with(
+                model__batch_norm=True,
+                data={"name": "spirals", "n_samples": 2},
+                optimizer={"name": "gd"},
+                probes__batch_size=1,
+            ),
+            "model.batch_norm",
+            "a minibatch of 1 example",
+        ),
         (
             _with(probes__landscape={"plane": "random", "checkpoints": [5, 21]}),
             "probes.landscape.checkpoints.1",
@@ -113,6 +154,21 @@ def test_submit_queues_a_run(client):
         (_with(data__batch_size=True), "data.batch_size", "valid integer"),
         (_with(probes__batch_size=128.0), "probes.batch_size", "valid integer"),
         (_with(probes__hessian={"top_k": 2.0}), "probes.hessian.top_k", "valid integer"),
+        (  # the broadening 2·range/(points − 21) needs more than 21 points
+            _with(probes__hessian={"density": True, "density_points": 21}),
+            "probes.hessian.density_points",
+            "greater than or equal to 22",
+        ),
+        (  # Hutch++ splits its products in three parts of at least two
+            _with(probes__hessian={"trace": True, "trace_matvecs": 5}),
+            "probes.hessian.trace_matvecs",
+            "greater than or equal to 6",
+        ),
+        (
+            _with(probes__hessian={"top_k": 20, "max_iterations": 5}),
+            "probes.hessian.max_iterations",
+            "max_iterations (5) must be at least top_k (20)",
+        ),
         (_with(optimizer__lr=True), "optimizer.lr", "valid number"),
         (_with(model__batch_norm=1), "model.batch_norm", "valid boolean"),
         (
@@ -147,6 +203,10 @@ def test_bad_specs_are_422_naming_the_field(client, spec, field, words):
         _with(data__batch_size=1438),  # the whole training set
         _with(data__batch_size=5000, optimizer={"name": "gd", "lr": 0.1}),  # gd takes it all
         _with(optimizer={"name": "sgd", "schedule": {"name": "cosine", "warmup_steps": 19}}),
+        _with(probes__trajectory={"snapshot_every": 19}),  # snapshots at 0, 19 and 20
+        _with(model__batch_norm=True, data__batch_size=2),
+        # one image, but batch norm on 8x8 and 4x4 feature maps: many values per channel
+        _with(model={"name": "cnn", "channels": [4, 4], "batch_norm": True}, data__batch_size=1),
     ],
 )
 def test_valid_specs_near_the_new_checks_are_accepted(client, spec):

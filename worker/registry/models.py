@@ -88,3 +88,19 @@ def spec_parameter_count(model: ModelSpec, data: DataSpec) -> int | None:
         return None
     with torch.device("meta"):
         return count_parameters(build_model(model, shape))
+
+
+def batch_norm_minibatch_error(model: ModelSpec, shape: DataShape, batch_size: int) -> str | None:
+    """PyTorch's error when the model a spec describes, in train mode, meets batch norm with
+    a single value per channel on a minibatch of ``batch_size`` examples (one example through
+    a fully connected layer, or one example whose feature map has shrunk to 1×1); ``None``
+    when it trains. Runs the forward pass on torch's ``meta`` device: no data, no memory."""
+    if not getattr(model, "batch_norm", False):
+        return None
+    with torch.device("meta"):
+        network = build_model(model, shape).train()
+        try:
+            network(torch.zeros(batch_size, *shape.input_shape))
+        except ValueError as error:
+            return str(error)
+    return None
