@@ -30,9 +30,8 @@ from dynascope.server.errors import NotFoundError
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
 
 CACHE_CONTROL = "public, max-age=86400"
-CARTESIAN_BUNDLE = Path(dynascope.frontend.__file__).resolve().parent / "vendor" / (
-    "plotly-cartesian.min.js"
-)
+VENDORED = Path(dynascope.frontend.__file__).resolve().parent / "vendor"
+CARTESIAN_BUNDLE = VENDORED / "plotly-cartesian.min.js"
 
 
 @dataclass(frozen=True)
