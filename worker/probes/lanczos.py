@@ -36,6 +36,7 @@ ROUNDING_FACTOR = 100.0
 BREAKDOWN_EXPONENT = 0.75  # β ≤ ε^0.75 ‖T‖: the Krylov space is invariant to rounding
 REORTHOGONALISATION_RATIO = 0.7071  # 1/√2 (DGKS): a second Gram-Schmidt pass below this
 UNSEEN_PART = 0.5  # a warm start's vector this far outside the Krylov space is looked at
+LOOK_TOLERANCE = 1e-3  # enough to tell whether a cold start missed an eigenvalue in range
 Which = Literal["largest", "smallest", "both"]
 Criterion = Literal["eigenvalue", "residual"]
 
@@ -51,8 +52,9 @@ class LanczosResult:
     :func:`lanczos_top_eigenpairs`), and
     ``residuals`` (float64) the Lanczos bounds on ``‖A yᵢ - θᵢ yᵢ‖``: ``|β_{m+1} s_{m,i}|``,
     plus ``|β s_{j,i}|`` for each coupling dropped at a restart (see
-    :func:`lanczos_top_eigenpairs`). ``iterations`` is the dimension of the Krylov space built;
-    ``matvecs`` the operator products used (equal to ``iterations``). ``converged``: the
+    :func:`lanczos_top_eigenpairs`). ``iterations`` is the dimension of the Krylov spaces built;
+    ``matvecs`` the operator products used (equal to ``iterations``, plus one for each pair a
+    cold start's look added). ``converged``: the
     stopping rule was met before ``max_iterations`` with every wanted eigenvalue within the
     tolerance, ``errors ≤ tolerance·|eigenvalues|``, or zero to double precision (see
     :func:`lanczos_top_eigenpairs`). ``at_rounding_level``: the rule was met with some wanted
@@ -107,9 +109,6 @@ class _LanczosProcess:
         self.broken_down = False
         self.block_start = 0  # first row of the current block (after the last restart)
         self.dropped: list[tuple[int, float]] = []  # (row, β) of couplings set to 0 by restarts
-        # (row, β q_{row+2}) where a restart left a block that had not broken down: the
-        # vector its next step would have taken (see :meth:`projection`)
-        self.spikes: list[tuple[int, Tensor]] = []
 
     @property
     def steps(self) -> int:
@@ -148,18 +147,14 @@ class _LanczosProcess:
             self._ensure_capacity(j + 2)
             torch.div(product, beta, out=self.basis[j + 1])
 
-    def restart(self, generator: torch.Generator, direction: Tensor | None = None) -> bool:
-        """Continue from a random vector (or from ``direction``), orthogonalised against the
-        basis, the tridiagonal then splitting into blocks: after a (near) breakdown, or to
-        look at a direction the space has not seen. The coupling ``β`` it drops is kept in
+    def restart(self, generator: torch.Generator) -> bool:
+        """After a (near) breakdown: continue from a random vector orthogonal to the basis, the
+        tridiagonal then splitting into blocks. The coupling ``β`` it drops is kept in
         ``dropped`` (by row) for the residuals. False when the basis is full."""
         j = self.steps
         if j >= self.operator.size:
             return False
-        fresh = gaussian_vector(self.operator, generator) if direction is None else direction
-        vector, norm = self._orthogonalise(fresh.clone(), j)
-        if not self.broken_down and j < self.basis.shape[0]:
-            self.spikes.append((j - 1, self.betas[-1] * self.basis[j].clone()))
+        vector, norm = self._orthogonalise(gaussian_vector(self.operator, generator), j)
         self.dropped.append((j - 1, self.betas[-1]))
         self.betas[-1] = 0.0
         self._ensure_capacity(j + 1)
@@ -167,15 +162,6 @@ class _LanczosProcess:
         self.broken_down = False
         self.block_start = j
         return True
-
-    def unseen(self, columns: Tensor) -> Tensor | None:
-        """The part outside the basis of the one of ``columns`` (unit vectors, ``n × j``) that
-        has the largest such part, if that part's norm is at least ``UNSEEN_PART``."""
-        basis = self.basis[: self.steps]
-        parts = columns - basis.T @ (basis @ columns)
-        norms = torch.linalg.vector_norm(parts, dim=0)
-        largest = int(norms.argmax())
-        return parts[:, largest] if norms[largest].item() >= UNSEEN_PART else None
 
     def _orthogonalise(self, vector: Tensor, count: int) -> tuple[Tensor, float]:
         """``vector`` (updated in place) less its components on the first ``count`` basis
@@ -201,23 +187,6 @@ class _LanczosProcess:
         )
         grown[: self.basis.shape[0]] = self.basis
         self.basis = grown
-
-    def projection(self) -> Tensor:
-        """``Q_mᵀ A Q_m`` as a dense float64 matrix: the tridiagonal, plus, for each restart
-        that left a block before it broke down, the couplings of its last vector ``q_r`` with
-        the later ones. ``A q_r = … + β q_{r+1}'`` where ``q_{r+1}'`` (the block's next vector,
-        never taken) is orthogonal to the block but not to what came after, so
-        ``q_jᵀ A q_r = β q_jᵀ q_{r+1}'`` for the later ``q_j``; every other entry outside the
-        tridiagonal is zero. (After a breakdown ``β`` is at rounding level and so are these.)
-        The residual of a Ritz vector is then within ``|β_{m+1} s_m| + Σ |β s_r|`` over the
-        dropped couplings, as :func:`lanczos_top_eigenpairs` reports it."""
-        matrix = _tridiagonal_matrix(*self.tridiagonal())
-        m = self.steps
-        for row, scaled_next in self.spikes:
-            couplings = (self.basis[row + 1 : m] @ scaled_next).double().cpu()
-            matrix[row, row + 1 : m] = couplings
-            matrix[row + 1 : m, row] = couplings
-        return matrix
 
     def tridiagonal(self) -> tuple[Tensor, Tensor]:
         m = self.steps
@@ -300,6 +269,7 @@ def lanczos_top_eigenpairs(
     start_noise: float = START_NOISE,
     generator: torch.Generator | None = None,
     criterion: Criterion = "eigenvalue",
+    look_past: bool = True,
 ) -> LanczosResult:
     """The ``k`` largest (``which="largest"``), smallest (``"smallest"``) or both (``"both"``:
     ``k`` of each, ``min(2k, n)`` in all) eigenpairs of a symmetric operator by the Lanczos
@@ -357,19 +327,30 @@ def lanczos_top_eigenpairs(
     eigenvector to which the start is nearly orthogonal; the noise bounds how nearly, at a
     price: on the test problem (top 5 of a 400 × 400 matrix perturbed by 10⁻⁴ relative, tolerance
     10⁻⁶) a cold start takes 36 products and a warm one 26, 22 and 16 with noise 10⁻², 10⁻³
-    (the default) and 0; with tolerance 10⁻⁴, 30 against 18, 14 and 10. The sum is a single
-    direction of each eigenspace the start spans, so a repeated eigenvalue whose copies the
-    previous probe found would show once (seen: a linear model with two outputs, whose
-    eigenvalues all come twice, went from [2.144, 2.144] at one probe to [2.144, 1.121],
-    "converged", at the next). So before stopping, the part of each start vector outside the
-    Krylov space is measured, and where one is at least ``UNSEEN_PART`` of it (a copy of a
-    repeated eigenvalue leaves at least 1/√2; a vector the step turned by a few degrees, a
-    few hundredths) the run restarts from that part (see "Breakdown") and stops only once
-    none is. On the benchmark's sharpness series this never fires: no product count
-    changed. A cold start has no such memory: with many distinct eigenvalues its Krylov space
-    converges long before it could break down, and a repeated eigenvalue can then be
-    reported once, with the next distinct one after it (for every eigenvalue solver that
-    iterates on one vector; only block methods see multiplicities up to their block size).
+    (the default) and 0; with tolerance 10⁻⁴, 30 against 18, 14 and 10.
+
+    Looking past the start (``look_past``, the default). One start vector holds a single
+    direction of each eigenspace, so a run whose Krylov space converges before it could break
+    down (many distinct eigenvalues) reports a repeated eigenvalue once, and the next distinct
+    one after it (so would any solver that iterates on one vector; block methods see copies
+    up to their block size). A linear model with two outputs has every eigenvalue twice; a
+    warm-started series went from [2.144, 2.144] at one probe to [2.144, 1.121], "converged",
+    at the next. So a run that converged without restarts then looks past what it found, by
+    Lanczos on ``A`` deflated by the pairs found (``P A P``, ``P = I - Y Yᵀ``) to
+    ``max(tolerance, LOOK_TOLERANCE)``: a cold run from a random vector orthogonal to them; a
+    warm run from the part of a start vector outside the Krylov space and the pairs added,
+    where one is at least ``UNSEEN_PART`` of it (a copy of a repeated eigenvalue the previous
+    probe found leaves at least 1/√2 outside; a vector the step turned by a few degrees, a
+    few hundredths: no look). An extreme eigenvalue of the deflated operator that may fall in
+    the wanted range is converged on its residual and joins the pairs with its Rayleigh
+    quotient and its true residual (one more product) as its error bound, and the look
+    repeats with it deflated too (see ``_look_past``). A cold run pays a few products (on the
+    benchmark's MLP and CNN 7-11 more; a warm-started series pays it at its first probe only,
+    and inherits the copies); a warm one nothing unless a start vector went unseen (no product
+    count changed on the benchmark's sharpness series). A pair found so has its residual, not
+    Kato-Temple's quadratic bound, as its error bound (a copy has no gap to its twin), which
+    may leave ``converged`` false where the values are right. All products count against
+    ``max_iterations``.
 
     Breakdown. When ``β_{m+1}`` itself is below the bound of every wanted pair, the Krylov space
     is invariant to within the tolerance and every Ritz pair passes the rule, whether or not
@@ -382,10 +363,6 @@ def lanczos_top_eigenpairs(
     wanted pairs and the current block's extreme pair(s) on the wanted side meet the rule. So
     repeated eigenvalues that the Krylov space can exhaust are found with their multiplicity.
     A run that stops at ``max_iterations`` keeps the best pairs found, ``converged=False``.
-    A restart that leaves a block before it broke down (the warm start's check above) drops
-    a coupling that is not small; the matrix diagonalised is then the full projection
-    ``Q_mᵀ A Q_m``, the tridiagonal plus that block's couplings to the later vectors (see
-    ``_LanczosProcess.projection``), and the same bound holds.
     """
     n = operator.size
     if which not in ("largest", "smallest", "both"):
@@ -414,7 +391,7 @@ def lanczos_top_eigenpairs(
             if process.broken_down:
                 process.restart(generator)
             continue
-        matrix = process.projection()
+        matrix = _tridiagonal_matrix(*process.tridiagonal())
         thetas, vectors = torch.linalg.eigh(matrix)
         chosen = _select(m, k, which)
         beta = process.betas[-1]
@@ -441,11 +418,6 @@ def lanczos_top_eigenpairs(
             stop = bool((within | (residuals <= floor)).all()) and _block_extremes_converged(
                 matrix, process.block_start, which, beta, tolerance, floor
             )
-        if stop and previous is not None and m < min(limit, n):
-            unseen = process.unseen(previous)
-            if unseen is not None:  # see "Start": look there before stopping
-                process.restart(generator, unseen)
-                continue
         if stop or m >= limit:
             break
         if invariant:
@@ -455,7 +427,7 @@ def lanczos_top_eigenpairs(
     all_within = bool(within.all())
     ritz = vectors[:, chosen].to(operator.device, operator.dtype)
     eigenvectors = process.basis[:m].T @ ritz
-    return LanczosResult(
+    result = LanczosResult(
         eigenvalues=thetas[chosen].clone(),
         eigenvectors=eigenvectors,
         errors=errors,
@@ -465,6 +437,161 @@ def lanczos_top_eigenpairs(
         converged=stop and bool((within | zero).all()),
         at_rounding_level=stop and not all_within,
     )
+    if look_past and result.converged and not process.dropped and m < limit:
+        result = _look_past(
+            operator, result, _Look(k, which, tolerance, generator, limit - m, before),
+            seen=process.basis[:m], seeds=previous,
+            scale=thetas.abs().max().item(),  # ‖T_m‖, for the zeros to double precision
+        )  # fmt: skip
+    return result
+
+
+class _Deflated(SymmetricOperator):
+    """``P A P`` with ``P = I - Y Yᵀ`` for orthonormal columns ``Y``: ``A`` on the orthogonal
+    complement of ``span Y`` (and zero on it)."""
+
+    def __init__(self, operator: SymmetricOperator, locked: Tensor) -> None:
+        super().__init__(operator.size, operator.dtype, operator.device)
+        self.operator, self.locked = operator, locked
+
+    def project(self, vector: Tensor) -> Tensor:
+        return vector - self.locked @ (self.locked.T @ vector)
+
+    def _matvec(self, vector: Tensor) -> Tensor:
+        return self.project(self.operator.matvec(self.project(vector)))
+
+
+@dataclass
+class _Look:
+    """What :func:`_look_past` looks for, and the products it may still spend."""
+
+    k: int
+    which: Which
+    tolerance: float
+    generator: torch.Generator
+    budget: int
+    before: int  # the operator's product count before the run
+
+
+def _look_past(
+    operator: SymmetricOperator,
+    found: LanczosResult,
+    look: _Look,
+    *,
+    seen: Tensor,
+    seeds: Tensor | None,
+    scale: float,
+) -> LanczosResult:
+    """``found`` (a converged run's pairs) and any pairs in the wanted range that its Krylov
+    space (rows ``seen``) could not see (see "Looking past the start" in
+    :func:`lanczos_top_eigenpairs`). Each look runs Lanczos on ``A`` deflated by the pairs
+    so far: cold (``seeds`` None) from a random vector, warm from the largest part of a seed
+    outside ``seen`` and the pairs added, if at least ``UNSEEN_PART``; a look whose extreme
+    eigenvalue may lie in the wanted range converges it on its residual and adds the pair,
+    with its true residual as its error bound, and looks again; the looking stops at a look
+    that finds nothing in range, when no seed is unseen, or when the budget is spent. Looks
+    only add pairs: ``converged`` says, as for any run, whether the wanted pairs returned are
+    within the tolerance."""
+    values, vectors = found.eigenvalues, found.eigenvectors
+    errors, residuals = found.errors, found.residuals
+    iterations, added = found.iterations, []
+    sides = ["smallest", "largest"] if look.which == "both" else [look.which]
+    while look.budget >= len(sides):
+        deflated = _Deflated(operator, vectors)
+        if seeds is None:
+            origin = gaussian_vector(operator, look.generator)
+        else:
+            origin = _unseen_part(seeds, [seen] + [vector[None] for vector in added])
+            if origin is None:
+                break
+        origin = deflated.project(origin)
+        if not torch.linalg.vector_norm(origin) > 0:  # the pairs span the whole space
+            break
+        extremes = _looked(deflated, origin, look, "eigenvalue", len(sides), look.which)
+        iterations += extremes.iterations
+        reach = [
+            index
+            for index, side in enumerate(sides)
+            if _in_reach(
+                extremes.eigenvalues[index], extremes.errors[index], values, errors, look.k, side
+            )  # fmt: skip
+        ]
+        if not reach:
+            break
+        for index in reach:
+            start = extremes.eigenvectors[:, index]
+            refined = _looked(deflated, start, look, "residual", 1, sides[index])
+            iterations += refined.iterations
+            vector = deflated.project(refined.eigenvectors[:, 0])
+            vector = vector / torch.linalg.vector_norm(vector)
+            product = operator.matvec(vector)
+            value = torch.dot(vector.double(), product.double()).item()
+            residual = torch.linalg.vector_norm((product - value * vector).double()).item()
+            new = torch.tensor([value], dtype=torch.float64)
+            at = int(torch.searchsorted(values, new).item())
+            bound = torch.tensor([residual], dtype=torch.float64)
+            values = torch.cat([values[:at], new, values[at:]])
+            errors = torch.cat([errors[:at], bound, errors[at:]])
+            residuals = torch.cat([residuals[:at], bound, residuals[at:]])
+            vectors = torch.cat([vectors[:, :at], vector[:, None], vectors[:, at:]], dim=1)
+            added.append(vector)
+    chosen = _select(values.numel(), look.k, look.which)
+    values, errors = values[chosen], errors[chosen]
+    within = errors <= look.tolerance * values.abs()
+    zero = values.abs() + errors <= _epsilon(torch.float64) * max(scale, values.abs().max().item())
+    return LanczosResult(
+        eigenvalues=values,
+        eigenvectors=vectors[:, chosen],
+        errors=errors,
+        residuals=residuals[chosen],
+        iterations=iterations,
+        matvecs=operator.matvecs - look.before,
+        converged=bool((within | zero).all()),
+        at_rounding_level=found.at_rounding_level,
+    )
+
+
+def _looked(
+    deflated: _Deflated, start: Tensor, look: _Look, criterion: Criterion, k: int, which: str
+) -> LanczosResult:
+    """One look: ``k`` extreme pairs of the deflated operator from ``start``; for the
+    verdict, to ``LOOK_TOLERANCE`` on the eigenvalue, or, for a pair that joins, on its
+    residual, with a margin for the part of its residual outside the deflation. Spends
+    ``look.budget``."""
+    tolerance = (
+        max(look.tolerance, LOOK_TOLERANCE) if criterion == "eigenvalue" else look.tolerance / 4
+    )
+    result = lanczos_top_eigenpairs(
+        deflated, 1, which=which, tolerance=tolerance, criterion=criterion,  # type: ignore[arg-type]
+        max_iterations=max(look.budget, k), start=start, start_noise=0.0,
+        generator=look.generator, look_past=False,
+    )  # fmt: skip
+    look.budget -= result.iterations
+    return result
+
+
+def _unseen_part(seeds: Tensor, seen: list[Tensor]) -> Tensor | None:
+    """The part outside the rows of ``seen`` of the column of ``seeds`` (unit vectors) that
+    has the largest such part, if at least ``UNSEEN_PART``; two Gram-Schmidt passes."""
+    parts = seeds.clone()
+    for _ in range(2):
+        for rows in seen:
+            parts -= rows.T @ (rows @ parts)
+    norms = torch.linalg.vector_norm(parts, dim=0)
+    largest = int(norms.argmax())
+    return parts[:, largest] if norms[largest].item() >= UNSEEN_PART else None
+
+
+def _in_reach(
+    value: float | Tensor, error: float | Tensor, values: Tensor, errors: Tensor, k: int, side: str
+) -> bool:
+    """Whether an eigenvalue within ``error`` of ``value`` could belong among the ``k``
+    extreme ``values`` (ascending, with ``errors``) on ``side``."""
+    if values.numel() < k:
+        return True
+    if side == "largest":
+        return float(value) + float(error) >= float(values[-k] - errors[-k])
+    return float(value) - float(error) <= float(values[k - 1] + errors[k - 1])
 
 
 def _kato_temple(thetas: Tensor, residuals: Tensor, chosen: Tensor, trust: float) -> Tensor:

@@ -176,6 +176,31 @@ def test_a_warm_start_keeps_the_copies_of_a_repeated_eigenvalue_it_was_given() -
         assert (residuals <= warm.residuals + 1e-12).all()
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_cold_start_looks_past_what_its_krylov_space_could_see(sign: float) -> None:
+    # Σ ⊗ I₂ from one random vector: its space sees one copy of each eigenvalue and converges
+    # long before it could break down; without looking it reports [5, 5, 3, 2] (the second 5
+    # by rounding alone), "converged". The look from a random vector orthogonal to the pairs
+    # found finds the other 3, and then nothing more in range. The smallest of −Σ ⊗ I₂ alike.
+    values = torch.cat([torch.tensor([5.0, 3.0, 2.0]), torch.linspace(0.5, 1.0, 294)])
+    values = torch.cat([values, torch.tensor([-1.2, -1.5, -2.0])])
+    matrix = sign * torch.kron(with_spectrum(values, seed=18), torch.eye(2, dtype=torch.float64))
+    which = "largest" if sign > 0 else "smallest"
+    exact = expected(matrix, 4, which)
+    operator = DenseSymmetricOperator(matrix)
+    blind = lanczos_top_eigenpairs(operator, 4, which=which, look_past=False)
+    assert blind.converged and (blind.eigenvalues - exact).abs().max() > 0.5
+    result = lanczos_top_eigenpairs(operator, 4, which=which)
+    assert result.converged
+    assert ((result.eigenvalues - exact).abs() <= result.errors + 1e-12).all()
+    assert ((result.eigenvalues - exact).abs() <= LANCZOS_TOLERANCE * exact.abs()).all()
+    found = result.eigenvectors
+    assert (found.T @ found - torch.eye(4, dtype=torch.float64)).abs().max() < 1e-10
+    residuals = torch.linalg.vector_norm(matrix @ found - found * result.eigenvalues, dim=0)
+    assert (residuals <= result.residuals + 1e-12).all()
+    assert result.matvecs > blind.matvecs
+
+
 def test_low_rank_operator_and_zero_operator() -> None:
     # A null space of dimension 42 under 8 distinct positive eigenvalues.
     matrix = with_spectrum([0.0] * 42 + [float(v) for v in range(1, 9)], seed=13)
