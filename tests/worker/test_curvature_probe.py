@@ -140,3 +140,29 @@ def test_ggn_has_no_smallest_eigenvalue(embedded_home):
     assert response.status_code == 422
     fields = {item["field"]: item["msg"] for item in response.json()["detail"]}
     assert "semi-definite" in fields["probes.hessian.min_eigenvalue"]
+
+
+def test_a_repeated_eigenvalue_keeps_its_copies_at_every_probe(embedded_home):
+    # A linear model with two outputs under mean squared error: its Hessian is Σ ⊗ I₂, every
+    # eigenvalue twice. One Lanczos start vector sees a single copy of each; the look past
+    # what it found (cold at the first probe, from the previous eigenvectors after) must
+    # keep both at every probe. Before it, the probes read [λ₁, λ₂] instead of [λ₁, λ₁]. The
+    # Hessian of a linear least-squares model does not depend on the parameters.
+    spec_dict = {
+        "seed": 1,
+        "model": {"name": "linear"},
+        "data": {"name": "teacher_student", "output_dim": 2, "n_samples": 400},
+        "optimizer": {"name": "gd", "lr": 0.05},
+        "steps": 20,
+        "probes": {"every": 5, "batch_size": 256, "norms": False, "hessian": {"top_k": 2}},
+    }  # fmt: skip
+    run_id = _run(spec_dict)
+    spec = RunSpec.model_validate(spec_dict)
+    with session_scope() as session:
+        arrays = read_arrays(session, run_id, ["hessian_topk"])["hessian_topk"]
+        final = read_snapshot(session, run_id, 20)
+    exact = _dense_hessian_eigenvalues(spec, final, embedded_home)[::-1]
+    assert exact[0] == pytest.approx(exact[1], rel=1e-9)  # every eigenvalue twice
+    assert [a.step for a in arrays] == [0, 5, 10, 15, 20]
+    for array in arrays:
+        np.testing.assert_allclose(sorted(array.values, reverse=True), exact[:2], rtol=1e-4)
