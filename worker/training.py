@@ -66,6 +66,17 @@ from dynascope.worker.registry import (
 
 Outcome = Literal["completed", "diverged", "stopped"]
 
+PROBE_MODES = {
+    "hessian": "eval",
+    "jacobian": "eval",
+    "landscape": "eval",
+    "training_jacobian": "train",
+}
+"""The mode each probe evaluates the model in, stored as ``meta["mode"]`` with its arrays:
+eval for the curvature, Jacobian and landscape probes (running statistics, no dropout:
+deterministic); train for the training Jacobian, which replays the training steps as they
+ran (batch statistics). Trajectory PCA evaluates nothing."""
+
 
 @dataclass
 class TrainingResult:
@@ -306,8 +317,9 @@ class _Prober:
         others) to the recorder; account the time since ``started`` to probe ``name``."""
         if metrics and measured.metrics:
             recorder.record(step, measured.metrics)
+        mode = {"mode": PROBE_MODES[name]} if name in PROBE_MODES else {}
         for kind, values, meta in measured.arrays:
-            recorder.record_array(step, kind, values, meta)
+            recorder.record_array(step, kind, values, meta | mode)
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
     def keep_checkpoint(self, step: int) -> None:

@@ -77,6 +77,7 @@ def test_recorded_spectrum_matches_the_dense_hessian(embedded_home):
     # float32 training parameters, float32 Hessian-vector products: agreement to ~1e-4
     np.testing.assert_allclose(top.values, exact[::-1][:3], rtol=2e-4)
     assert top.meta["converged"] and top.meta["threshold"] == pytest.approx(2 / 0.5)
+    assert all(a[-1].meta["mode"] == "eval" for a in arrays.values())  # DESIGN: stated
     assert top.meta["at_rounding_level"] is False
     np.testing.assert_allclose(arrays["hessian_min"][-1].values, exact[:1], rtol=2e-3, atol=1e-5)
     assert np.all(threshold.values == pytest.approx(4.0))

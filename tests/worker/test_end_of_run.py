@@ -60,6 +60,7 @@ def test_training_jacobian_of_least_squares_is_a_power_of_the_gd_step(embedded_h
     assert recorded.step == steps and recorded.values.shape == (sum(sizes),)
     np.testing.assert_allclose(recorded.values, exact, rtol=2e-5, atol=1e-7)
     meta = recorded.meta
+    assert meta["mode"] == "train"  # the replay of training, as it ran
     t = meta["bulk_tolerance"]
     assert meta["chaotic"] == int((exact > 1 + t).sum())
     assert meta["stable"] == int((exact < 1 - t).sum())

@@ -99,6 +99,7 @@ def test_random_plane_is_centred_on_the_checkpoint(client):
     (entry,) = client.get(f"/api/v1/runs/{run_id}/landscapes").json()["landscapes"]
     assert entry["kind"] == "landscape_random" and entry["step"] == 30
     assert entry["axes"][0] == [-1.0, -0.5, 0.0, 0.5, 1.0] and entry["path"] is None
+    assert entry["meta"]["mode"] == "eval"
     assert entry["train_loss"][2][2] == pytest.approx(_final(run_id, "train/loss"), rel=1e-6)
     assert entry["test_loss"][2][2] == pytest.approx(_final(run_id, "test/loss"), rel=1e-6)
 

@@ -53,6 +53,7 @@ def test_recorded_ntk_matches_dense_j_jt(embedded_home):
     jacobian = jacrev(outputs_at)(torch.tensor(final, dtype=torch.float64))
     exact = torch.linalg.eigvalsh(jacobian @ jacobian.T).flip(0).numpy()
     recorded = arrays["ntk"][-1]
+    assert recorded.meta["mode"] == "eval"
     assert [a.step for a in arrays["ntk"]] == [0, 15, 30]
     assert recorded.meta["kernel_size"] == 8 * 3
     np.testing.assert_allclose(recorded.values, exact[: len(recorded.values)], rtol=1e-4)
