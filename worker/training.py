@@ -452,6 +452,13 @@ def _snapshot_cadence(spec: RunSpec, n_params: int, limits: Limits) -> int:
             f"even two snapshots of {n_params} parameters exceed max_snapshot_bytes "
             f"({limits.max_snapshot_bytes} bytes): probes.trajectory cannot be recorded"
         )
+    if snapshot_count(spec.steps, fitting) < 3:  # the PCA needs three (the spec checks this
+        raise InvalidSpecError(  # for the cadence asked; thinning can go below)
+            f"the snapshot limits (max_snapshot_bytes {limits.max_snapshot_bytes}, max_snapshots"
+            f" {limits.max_snapshots}) allow snapshots of the model's {n_params} parameters only"
+            f" every {fitting} of {spec.steps} steps: fewer than the 3 the trajectory's PCA"
+            " needs; train for fewer parameters or raise the limits"
+        )
     return fitting
 
 

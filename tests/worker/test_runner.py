@@ -266,3 +266,39 @@ def test_snapshots_respect_the_size_limit(embedded_home, monkeypatch):
     assert execute_run(run_id) == "completed"
     with session_scope() as session:
         assert snapshot_steps(session, run_id) == []
+
+
+def test_a_trajectory_thinned_below_three_snapshots_fails_before_training(
+    embedded_home, monkeypatch
+):
+    """npz: the spec cannot count the parameters, so the worker thins the snapshot cadence
+    to the size limit once it has the data; a cadence that leaves fewer than the three
+    snapshots the PCA needs fails the run before training, saying so, instead of completing
+    with no trajectory."""
+    import numpy as np
+
+    from dynascope.server.settings import get_settings
+
+    (embedded_home / "data").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.savez(
+        embedded_home / "data" / "small.npz",
+        x_train=rng.standard_normal((20, 3)).astype(np.float32),
+        y_train=np.arange(20) % 2,
+        x_test=rng.standard_normal((6, 3)).astype(np.float32),
+        y_test=np.arange(6) % 2,
+    )
+    # an MLP 3-4-2: 26 parameters, 104 bytes a snapshot; room for two
+    monkeypatch.setenv("DYNASCOPE_LIMIT_MAX_SNAPSHOT_BYTES", "250")
+    get_settings.cache_clear()
+    run_id = _submit(
+        model={"name": "mlp", "widths": [4]},
+        data={"name": "npz", "file": "small.npz", "batch_size": 10},
+        steps=6,
+        probes={"every": 3, "batch_size": 10, "trajectory": {"snapshot_every": 1}},
+    )
+    assert execute_run(run_id) == "failed"
+    with session_scope() as session:
+        run = get_run(session, run_id=run_id)
+    assert "every 6 of 6 steps: fewer than the 3 the trajectory's PCA needs" in run.error
+    assert run.step == 0
