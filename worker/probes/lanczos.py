@@ -21,7 +21,7 @@ side by side, their products taken as one block (used by stochastic Lanczos quad
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -342,15 +342,18 @@ def lanczos_top_eigenpairs(
     where one is at least ``UNSEEN_PART`` of it (a copy of a repeated eigenvalue the previous
     probe found leaves at least 1/√2 outside; a vector the step turned by a few degrees, a
     few hundredths: no look). An extreme eigenvalue of the deflated operator that may fall in
-    the wanted range is converged on its residual and joins the pairs with its Rayleigh
-    quotient and its true residual (one more product) as its error bound, and the look
-    repeats with it deflated too (see ``_look_past``). A cold run pays a few products (on the
-    benchmark's MLP and CNN 7-11 more; a warm-started series pays it at its first probe only,
-    and inherits the copies); a warm one nothing unless a start vector went unseen (no product
-    count changed on the benchmark's sharpness series). A pair found so has its residual, not
-    Kato-Temple's quadratic bound, as its error bound (a copy has no gap to its twin), which
-    may leave ``converged`` false where the values are right. All products count against
-    ``max_iterations``.
+    the wanted range is converged on its residual and joins the pairs (one more product, for
+    its image under ``A``), and the look repeats with it deflated too (see ``_look_past``).
+    If any joined, the result is the Rayleigh-Ritz of ``A`` on the pairs found and the
+    vectors joined, whose images are known exactly (the Lanczos relation
+    ``A y = θ y + β s_m q_{m+1}`` for the run's Ritz vectors), with residuals and error bounds
+    taken as in the run: the part of a joined vector's residual along the other pairs, which
+    can be as large as their residuals, is folded into the Ritz vectors instead of bounding
+    its eigenvalue linearly. (A twin is no gap for Kato-Temple, so twins keep their residual
+    as their bound.) A cold run pays a few products (on the benchmark's MLP and CNN 7-11 more;
+    a warm-started series pays them at its first probe only, and inherits the copies); a warm
+    one nothing unless a start vector went unseen (no product count changed on the
+    benchmark's sharpness series). All products count against ``max_iterations``.
 
     Breakdown. When ``β_{m+1}`` itself is below the bound of every wanted pair, the Krylov space
     is invariant to within the tolerance and every Ritz pair passes the rule, whether or not
@@ -438,10 +441,15 @@ def lanczos_top_eigenpairs(
         at_rounding_level=stop and not all_within,
     )
     if look_past and result.converged and not process.dropped and m < limit:
+        # A y = θ y + β s_m q_{m+1} for each Ritz pair (the Lanczos relation)
+        coupling = torch.zeros_like(eigenvectors[:, 0])
+        if not process.broken_down and m < n:
+            coupling = process.basis[m] * process.betas[-1]
+        images = eigenvectors * ritz.new_tensor(thetas[chosen].tolist())
+        images += coupling[:, None] * ritz[-1][None, :]
         result = _look_past(
             operator, result, _Look(k, which, tolerance, generator, limit - m, before),
-            seen=process.basis[:m], seeds=previous,
-            scale=thetas.abs().max().item(),  # ‖T_m‖, for the zeros to double precision
+            images=images, seen=process.basis[:m], seeds=previous,
         )  # fmt: skip
     return result
 
@@ -478,23 +486,26 @@ def _look_past(
     found: LanczosResult,
     look: _Look,
     *,
+    images: Tensor,
     seen: Tensor,
     seeds: Tensor | None,
-    scale: float,
 ) -> LanczosResult:
     """``found`` (a converged run's pairs) and any pairs in the wanted range that its Krylov
     space (rows ``seen``) could not see (see "Looking past the start" in
     :func:`lanczos_top_eigenpairs`). Each look runs Lanczos on ``A`` deflated by the pairs
     so far: cold (``seeds`` None) from a random vector, warm from the largest part of a seed
     outside ``seen`` and the pairs added, if at least ``UNSEEN_PART``; a look whose extreme
-    eigenvalue may lie in the wanted range converges it on its residual and adds the pair,
-    with its true residual as its error bound, and looks again; the looking stops at a look
-    that finds nothing in range, when no seed is unseen, or when the budget is spent. Looks
-    only add pairs: ``converged`` says, as for any run, whether the wanted pairs returned are
-    within the tolerance."""
+    eigenvalue may lie in the wanted range converges it on its residual, adds the vector and
+    looks again; the looking stops at a look that finds nothing in range, when no seed is
+    unseen, or when the budget is spent. If vectors were added, the result is the
+    Rayleigh-Ritz of ``A`` on the span of the pairs found and the vectors added, whose images
+    under ``A`` are known (``images``, from the Lanczos relation, for the pairs found; one
+    product for each vector added), with each pair's true residual and the error bound of
+    :func:`_kato_temple` on those Ritz values (a twin is no gap: its bound is its residual).
+    ``converged`` says, as for any run, whether the wanted pairs are within the tolerance."""
     values, vectors = found.eigenvalues, found.eigenvectors
-    errors, residuals = found.errors, found.residuals
-    iterations, added = found.iterations, []
+    errors = found.errors
+    iterations, added, products = found.iterations, [], []
     sides = ["smallest", "largest"] if look.which == "both" else [look.which]
     while look.budget >= len(sides):
         deflated = _Deflated(operator, vectors)
@@ -527,25 +538,52 @@ def _look_past(
             product = operator.matvec(vector)
             value = torch.dot(vector.double(), product.double()).item()
             residual = torch.linalg.vector_norm((product - value * vector).double()).item()
+            # for the next looks' verdicts, in order among the values so far
             new = torch.tensor([value], dtype=torch.float64)
             at = int(torch.searchsorted(values, new).item())
-            bound = torch.tensor([residual], dtype=torch.float64)
             values = torch.cat([values[:at], new, values[at:]])
-            errors = torch.cat([errors[:at], bound, errors[at:]])
-            residuals = torch.cat([residuals[:at], bound, residuals[at:]])
-            vectors = torch.cat([vectors[:, :at], vector[:, None], vectors[:, at:]], dim=1)
+            errors = torch.cat([errors[:at], new.new_tensor([residual]), errors[at:]])
+            vectors = torch.cat([vectors, vector[:, None]], dim=1)
             added.append(vector)
-    chosen = _select(values.numel(), look.k, look.which)
-    values, errors = values[chosen], errors[chosen]
+            products.append(product)
+    if not added:
+        return replace(found, iterations=iterations, matvecs=operator.matvecs - look.before)
+    return _rayleigh_ritz(
+        found, torch.cat([found.eigenvectors, torch.stack(added, dim=1)], dim=1),
+        torch.cat([images, torch.stack(products, dim=1)], dim=1), look, iterations,
+        operator.matvecs - look.before,
+    )  # fmt: skip
+
+
+def _rayleigh_ritz(
+    found: LanczosResult,
+    basis: Tensor,
+    images: Tensor,
+    look: _Look,
+    iterations: int,
+    matvecs: int,
+) -> LanczosResult:
+    """The wanted Ritz pairs of ``A`` on the span of ``basis`` (orthonormal columns) given
+    ``images = A·basis``, with their true residuals and error bounds as in a run."""
+    projected = (basis.T.double() @ images.double()).cpu()
+    thetas, rotations = torch.linalg.eigh((projected + projected.T) / 2)
+    ritz = basis @ rotations.to(basis.device, basis.dtype)
+    shifted = images @ rotations.to(basis.device, basis.dtype) - ritz * ritz.new_tensor(
+        thetas.tolist()
+    )
+    residuals = torch.linalg.vector_norm(shifted.double(), dim=0).cpu()
+    chosen = _select(thetas.numel(), look.k, look.which)
+    errors = _kato_temple(thetas, residuals, chosen, math.sqrt(look.tolerance))
+    values = thetas[chosen]
     within = errors <= look.tolerance * values.abs()
-    zero = values.abs() + errors <= _epsilon(torch.float64) * max(scale, values.abs().max().item())
+    zero = values.abs() + errors <= _epsilon(torch.float64) * thetas.abs().max()
     return LanczosResult(
         eigenvalues=values,
-        eigenvectors=vectors[:, chosen],
+        eigenvectors=ritz[:, chosen],
         errors=errors,
         residuals=residuals[chosen],
         iterations=iterations,
-        matvecs=operator.matvecs - look.before,
+        matvecs=matvecs,
         converged=bool((within | zero).all()),
         at_rounding_level=found.at_rounding_level,
     )
