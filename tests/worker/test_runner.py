@@ -179,6 +179,22 @@ def test_failures_are_recorded_with_a_reason(embedded_home, changes, message):
         assert run.status == "failed" and message in run.error
 
 
+def _small_npz(home) -> None:
+    """``small.npz`` in the data directory: 20 training and 6 held-out examples of 3
+    features, two classes."""
+    import numpy as np
+
+    (home / "data").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    np.savez(
+        home / "data" / "small.npz",
+        x_train=rng.standard_normal((20, 3)).astype(np.float32),
+        y_train=np.arange(20) % 2,
+        x_test=rng.standard_normal((6, 3)).astype(np.float32),
+        y_test=np.arange(6) % 2,
+    )
+
+
 @pytest.mark.parametrize(
     ("optimizer", "batch_sizes", "error"),
     [
@@ -200,17 +216,7 @@ def test_batches_larger_than_a_data_file_fail_the_run(embedded_home, optimizer, 
     minibatch or probe batch (rather than silently training on the full batch, or probing
     fewer examples than asked); gradient descent takes the whole set whatever the minibatch
     size says."""
-    import numpy as np
-
-    (embedded_home / "data").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    np.savez(
-        embedded_home / "data" / "small.npz",
-        x_train=rng.standard_normal((20, 3)).astype(np.float32),
-        y_train=np.arange(20) % 2,
-        x_test=rng.standard_normal((6, 3)).astype(np.float32),
-        y_test=np.arange(6) % 2,
-    )
+    _small_npz(embedded_home)
     minibatch, probe_batch = batch_sizes
     run_id = _submit(
         model={"name": "mlp", "widths": [4]},
@@ -275,19 +281,9 @@ def test_a_trajectory_thinned_below_three_snapshots_fails_before_training(
     to the size limit once it has the data; a cadence that leaves fewer than the three
     snapshots the PCA needs fails the run before training, saying so, instead of completing
     with no trajectory."""
-    import numpy as np
-
     from dynascope.server.settings import get_settings
 
-    (embedded_home / "data").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    np.savez(
-        embedded_home / "data" / "small.npz",
-        x_train=rng.standard_normal((20, 3)).astype(np.float32),
-        y_train=np.arange(20) % 2,
-        x_test=rng.standard_normal((6, 3)).astype(np.float32),
-        y_test=np.arange(6) % 2,
-    )
+    _small_npz(embedded_home)
     # an MLP 3-4-2: 26 parameters, 104 bytes a snapshot; room for two
     monkeypatch.setenv("DYNASCOPE_LIMIT_MAX_SNAPSHOT_BYTES", "250")
     get_settings.cache_clear()
