@@ -70,6 +70,25 @@ def measure_connectivity(
         task=data.task,
         points=points,
     )
+    meta: dict[str, Any] = {
+        "evaluations": result.evaluations,
+        "seconds": result.seconds,
+        "examples": {"train": len(train[0]), "test": len(test[0])},
+        "data": "run A's probe batch (train) and held-out batch, eval mode",
+    }
+    losses = {"train": result.train_loss, "test": result.test_loss}
+    unmeasured = {
+        split: int((~torch.isfinite(values)).sum())
+        for split, values in losses.items()
+        if values is not None and not bool(torch.isfinite(values).all())
+    }
+    if unmeasured:
+        where = " and ".join(f"{n} of {points} points ({split})" for split, n in unmeasured.items())
+        meta["note"] = (
+            f"the loss is not finite at {where}, stored as null, so the barrier there is null:"
+            " the parameters along the line (a diverging run's, or between far-apart points)"
+            " overflow the loss"
+        )
     return {
         "alphas": result.alphas.tolist(),
         "train_loss": result.train_loss.tolist(),
@@ -77,12 +96,7 @@ def measure_connectivity(
         "train_accuracy": _list(result.train_accuracy),
         "test_accuracy": _list(result.test_accuracy),
         "barrier": {"train": result.train_barrier, "test": result.test_barrier},
-        "meta": {
-            "evaluations": result.evaluations,
-            "seconds": result.seconds,
-            "examples": {"train": len(train[0]), "test": len(test[0])},
-            "data": "run A's probe batch (train) and held-out batch, eval mode",
-        },
+        "meta": meta,
     }
 
 

@@ -171,3 +171,24 @@ def test_connectivity_refuses_what_it_cannot_measure(client):
     response = client.post("/api/v1/connectivity", json={"run_a": run_a, "run_b": 1, "points": 2})
     assert response.status_code == 422
     assert response.json()["detail"][0]["field"] == "points"
+
+
+def test_connectivity_says_why_a_loss_along_the_line_is_null(embedded_home):
+    # an end whose parameters overflow the loss (as a diverging run's last snapshot can)
+    from dynascope.worker.connectivity import measure_connectivity
+
+    spec = RunSpec.model_validate(SPEC | {"probes": {"every": 10, "batch_size": 96}})
+    size = 64 * 12 + 12 + 12 * 10 + 10
+    theta_a = np.random.default_rng(0).normal(scale=0.1, size=size).astype(np.float32)
+    theta_b = np.full(size, 1e38, dtype=np.float32)  # logits overflow
+    result = measure_connectivity(
+        spec, theta_a, theta_b, points=5, data_dir=embedded_home, device="cpu"
+    )
+    train = np.array(result["train_loss"], dtype=float)
+    assert np.isfinite(train[0]) and not np.isfinite(train[-1])
+    assert np.isnan(result["barrier"]["train"])  # null once serialised
+    unmeasured = int((~np.isfinite(train)).sum())
+    assert f"not finite at {unmeasured} of 5 points (train)" in result["meta"]["note"]
+    clean = measure_connectivity(spec, theta_a, theta_a, points=5, data_dir=embedded_home,
+                                 device="cpu")  # fmt: skip
+    assert "note" not in clean["meta"]
