@@ -445,7 +445,7 @@ def lanczos_top_eigenpairs(
         coupling = torch.zeros_like(eigenvectors[:, 0])
         if not process.broken_down and m < n:
             coupling = process.basis[m] * process.betas[-1]
-        images = eigenvectors * ritz.new_tensor(thetas[chosen].tolist())
+        images = eigenvectors * thetas[chosen].to(ritz)
         images += coupling[:, None] * ritz[-1][None, :]
         result = _look_past(
             operator, result, _Look(k, which, tolerance, generator, limit - m, before),
@@ -536,7 +536,7 @@ def _look_past(
             vector = deflated.project(refined.eigenvectors[:, 0])
             vector = vector / torch.linalg.vector_norm(vector)
             product = operator.matvec(vector)
-            value = torch.dot(vector.double(), product.double()).item()
+            value = torch.mul(vector, product).sum(dtype=torch.float64).item()  # as α
             residual = torch.linalg.vector_norm((product - value * vector).double()).item()
             # for the next looks' verdicts, in order among the values so far
             new = torch.tensor([value], dtype=torch.float64)
@@ -568,9 +568,7 @@ def _rayleigh_ritz(
     projected = (basis.T.double() @ images.double()).cpu()
     thetas, rotations = torch.linalg.eigh((projected + projected.T) / 2)
     ritz = basis @ rotations.to(basis.device, basis.dtype)
-    shifted = images @ rotations.to(basis.device, basis.dtype) - ritz * ritz.new_tensor(
-        thetas.tolist()
-    )
+    shifted = images @ rotations.to(basis.device, basis.dtype) - ritz * thetas.to(ritz)
     residuals = torch.linalg.vector_norm(shifted.double(), dim=0).cpu()
     chosen = _select(thetas.numel(), look.k, look.which)
     errors = _kato_temple(thetas, residuals, chosen, math.sqrt(look.tolerance))
